@@ -1,0 +1,274 @@
+//! Session IDs and the hashes stores key records by.
+//!
+//! An [`Id`] is 256 bits from the operating system's CSPRNG, written as 43 characters of
+//! URL-safe base64 without padding. It is the bearer credential the client holds, so it
+//! never leaves this crate except as a cookie or header value: its `Debug` and `Display`
+//! show only a short prefix, and stores never see it. Stores receive an [`IdHash`]
+//! (SHA-256 of the ID's bytes) instead, so a dump of a store yields nothing a client could
+//! present.
+//!
+//! ```
+//! use sessionware::{Id, IdHash};
+//!
+//! let id = Id::random().expect("the OS CSPRNG is available");
+//! let text = id.expose_secret();
+//! assert_eq!(text.len(), 43);
+//!
+//! // Parsing accepts exactly what `random` produces, nothing else.
+//! let parsed = Id::parse(text.as_bytes()).expect("a well-formed ID parses");
+//! assert_eq!(parsed.hash(), id.hash());
+//! assert!(Id::parse(b"not-an-id").is_none());
+//!
+//! // Debug output never reveals the credential.
+//! assert!(!format!("{id:?}").contains(&text));
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+use crate::error::Error;
+
+/// How many random bytes an ID carries (256 bits).
+const ID_BYTES: usize = 32;
+/// The length of an ID's text form: base64 without padding of [`ID_BYTES`].
+pub(crate) const ID_TEXT_LEN: usize = 43;
+
+/// A session ID: 256 random bits, the credential a client presents.
+///
+/// Create one with [`Id::random`]; parse one a client sent with [`Id::parse`]. The text
+/// form is only reachable through [`Id::expose_secret`], named so that every place that
+/// writes it out is easy to find in review.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Id {
+    bytes: [u8; ID_BYTES],
+}
+
+impl Id {
+    /// A fresh ID from the operating system's CSPRNG.
+    ///
+    /// Fails only when the OS cannot supply randomness, which the caller must treat as a
+    /// server error rather than fall back to a weaker source.
+    pub fn random() -> Result<Self, Error> {
+        let mut bytes = [0u8; ID_BYTES];
+        getrandom::fill(&mut bytes).map_err(|err| Error::randomness(err.to_string()))?;
+        Ok(Self { bytes })
+    }
+
+    /// Parses an ID as a client sent it: exactly 43 characters of URL-safe base64 in
+    /// canonical form. Anything else (wrong length, wrong alphabet, non-UTF-8, padding,
+    /// non-canonical trailing bits) is `None`; no allocation happens on the way.
+    pub fn parse(text: &[u8]) -> Option<Self> {
+        if text.len() != ID_TEXT_LEN || !text.iter().all(|b| is_url_safe_base64(*b)) {
+            return None;
+        }
+        let mut bytes = [0u8; ID_BYTES];
+        match URL_SAFE_NO_PAD.decode_slice(text, &mut bytes) {
+            Ok(ID_BYTES) => Some(Self { bytes }),
+            _ => None,
+        }
+    }
+
+    /// The ID's text form, for the cookie or header that carries it to the client.
+    ///
+    /// Never log this value: it is the session's credential.
+    pub fn expose_secret(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.bytes)
+    }
+
+    /// The hash stores key this session's record by.
+    pub fn hash(&self) -> IdHash {
+        IdHash(Sha256::digest(self.bytes).into())
+    }
+}
+
+fn is_url_safe_base64(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_'
+}
+
+// `Debug` and `Display` share one redacted form: a short prefix of the hash, enough to tell
+// two sessions apart in a log and nothing a client could present.
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Id(#{})", self.hash().short())
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.hash().short())
+    }
+}
+
+/// SHA-256 of a session ID: the key a store files a record under.
+///
+/// It identifies a session to operators (list a user's devices, revoke one) without being a
+/// credential: nobody can turn it back into the ID. Its text form is 64 lowercase hex digits.
+///
+/// ```
+/// use sessionware::{Id, IdHash};
+///
+/// let hash = Id::random().unwrap().hash();
+/// let text = hash.to_string();
+/// assert_eq!(text.len(), 64);
+/// assert_eq!(text.parse::<IdHash>().unwrap(), hash);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdHash([u8; 32]);
+
+impl IdHash {
+    /// Wraps 32 bytes a store read back (for stores that keep the hash in binary form).
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The hash's 32 bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The first eight hex digits, for log lines.
+    pub(crate) fn short(&self) -> String {
+        let mut text = self.to_string();
+        text.truncate(8);
+        text
+    }
+}
+
+impl fmt::Debug for IdHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IdHash({self})")
+    }
+}
+
+impl fmt::Display for IdHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The error of parsing an [`IdHash`] from text that is not 64 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseIdHashError;
+
+impl fmt::Display for ParseIdHashError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a session hash is 64 hexadecimal digits")
+    }
+}
+
+impl std::error::Error for ParseIdHashError {}
+
+impl FromStr for IdHash {
+    type Err = ParseIdHashError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.as_bytes();
+        if text.len() != 64 {
+            return Err(ParseIdHashError);
+        }
+        let mut bytes = [0u8; 32];
+        for (byte, pair) in bytes.iter_mut().zip(text.chunks_exact(2)) {
+            *byte = (hex_value(pair[0]).ok_or(ParseIdHashError)? << 4)
+                | hex_value(pair[1]).ok_or(ParseIdHashError)?;
+        }
+        Ok(Self(bytes))
+    }
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn random_ids_are_distinct_and_round_trip() {
+        let ids: HashSet<String> = (0..1000)
+            .map(|_| Id::random().unwrap().expose_secret())
+            .collect();
+        assert_eq!(ids.len(), 1000);
+        for text in ids.iter().take(20) {
+            assert_eq!(text.len(), ID_TEXT_LEN);
+            assert_eq!(&Id::parse(text.as_bytes()).unwrap().expose_secret(), text);
+        }
+    }
+
+    #[test]
+    fn random_ids_use_the_whole_alphabet() {
+        // 256 bits per ID: across 2000 IDs every one of the 64 symbols shows up.
+        let mut seen = HashSet::new();
+        for _ in 0..2000 {
+            seen.extend(Id::random().unwrap().expose_secret().bytes());
+        }
+        assert_eq!(seen.len(), 64);
+    }
+
+    #[test]
+    fn malformed_ids_are_rejected() {
+        let good = Id::random().unwrap().expose_secret();
+        let mut cases: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            good.as_bytes()[..42].to_vec(),
+            format!("{good}A").into_bytes(),
+            "A".repeat(10_000).into_bytes(),
+            [&good.as_bytes()[..42], &[0xff]].concat(),
+            [&good.as_bytes()[..41], "é".as_bytes()].concat(),
+        ];
+        for bad in [b'+', b'/', b'=', b' ', b'.', b'\0'] {
+            let mut bytes = good.clone().into_bytes();
+            bytes[7] = bad;
+            cases.push(bytes);
+        }
+        for case in cases {
+            assert!(Id::parse(&case).is_none(), "accepted {case:?}");
+        }
+    }
+
+    #[test]
+    fn non_canonical_trailing_bits_are_rejected() {
+        // 43 symbols carry 258 bits; the last symbol's two low bits must be zero.
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut bytes = Id::random().unwrap().expose_secret().into_bytes();
+        let index = alphabet.iter().position(|b| *b == bytes[42]).unwrap();
+        assert_eq!(index % 4, 0, "canonical encodings end on a multiple of four");
+        bytes[42] = alphabet[index + 1];
+        assert!(Id::parse(&bytes).is_none());
+    }
+
+    #[test]
+    fn formatting_never_reveals_the_id() {
+        let id = Id::random().unwrap();
+        let secret = id.expose_secret();
+        for shown in [format!("{id:?}"), format!("{id}")] {
+            assert!(!shown.contains(&secret[..8]), "{shown}");
+            assert!(shown.contains(&id.hash().short()), "{shown}");
+        }
+    }
+
+    #[test]
+    fn hash_text_round_trips_and_rejects_garbage() {
+        let id = Id::random().unwrap();
+        assert_eq!(id.hash(), id.clone().hash());
+        assert_ne!(Id::random().unwrap().hash(), id.hash());
+        let text = id.hash().to_string();
+        assert_eq!(text.parse::<IdHash>().unwrap(), id.hash());
+        assert_eq!(text.to_uppercase().parse::<IdHash>().unwrap(), id.hash());
+        assert!("zz".repeat(32).parse::<IdHash>().is_err());
+        assert!("ab".parse::<IdHash>().is_err());
+    }
+}

@@ -1,0 +1,84 @@
+//! Server-side sessions for [tower] and [axum]: secure by default, lazy, and safe under
+//! concurrency.
+//!
+//! Only a random ID travels to the client, in a cookie or (for clients without cookies) an
+//! `x-session-id` header; everything else lives in a [`SessionStore`]. Wrap a router in
+//! [`SessionLayer`] and take a [`Session`] in any handler:
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use sessionware::{MemoryStore, Session, SessionLayer};
+//! use tower::ServiceExt;
+//!
+//! async fn count(session: Session) -> Result<String, sessionware::Error> {
+//!     let visits = session.get::<u64>("visits").await?.unwrap_or(0) + 1;
+//!     session.insert("visits", visits).await?;
+//!     Ok(format!("visit {visits}"))
+//! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let app = Router::new()
+//!     .route("/", get(count))
+//!     .layer(SessionLayer::new(MemoryStore::new()));
+//!
+//! let response = app
+//!     .oneshot(http::Request::get("/").body(axum::body::Body::empty()).unwrap())
+//!     .await
+//!     .unwrap();
+//! let cookie = response.headers()["set-cookie"].to_str().unwrap();
+//! assert!(cookie.starts_with("id="));
+//! assert!(cookie.contains("HttpOnly") && cookie.contains("Secure"));
+//! # });
+//! ```
+//!
+//! # What it guarantees
+//! - **IDs**: 256 bits from the OS CSPRNG; stores see only their SHA-256 ([`IdHash`]). An
+//!   ID the server does not know is never adopted: a new session gets a fresh ID.
+//! - **Lazy**: no store call and no cookie for a request that never touches its session; no
+//!   write for one that only reads (unless its idle deadline is due to move).
+//! - **Deltas**: only the keys a request set or removed are written, atomically, and only
+//!   if the session still exists, so concurrent requests keep each other's changes and a
+//!   logout is never undone by a request still in flight.
+//! - **Rotation**: [`Session::login`], [`Session::logout`] and [`Session::cycle_id`] follow
+//!   OWASP: the old ID is dead once the response is sent.
+//! - **Expiry**: idle and absolute timeouts, enforced on the server (see [`config`]).
+//! - **Failures**: a store that is down or slow yields a 503 with a generic body (see
+//!   [`Error`]); a failed save replaces the handler's response, never a false success.
+//!
+//! # Features
+//! - `axum` (default): [`Session`] is an axum extractor; [`Error`] implements
+//!   `IntoResponse`.
+//! - `memory` (default): [`MemoryStore`].
+//!
+//! # Without axum
+//! In a plain tower service, take the session from the request's extensions:
+//! `request.extensions().get::<Session>().cloned()`.
+//!
+//! [tower]: https://docs.rs/tower
+//! [axum]: https://docs.rs/axum
+
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub mod config;
+mod error;
+#[cfg(feature = "axum")]
+mod extract;
+mod id;
+mod layer;
+mod record;
+pub mod service;
+mod session;
+pub mod store;
+
+pub use config::SameSite;
+pub use error::{Error, ErrorKind};
+#[cfg(feature = "axum")]
+pub use extract::MissingSessionLayer;
+pub use id::{Id, IdHash, ParseIdHashError};
+pub use layer::SessionLayer;
+pub use record::{Deadlines, Delta, Record, SessionInfo};
+pub use service::SessionService;
+pub use session::{Key, Session};
+#[cfg(feature = "memory")]
+pub use store::memory::MemoryStore;
+pub use store::SessionStore;

@@ -1,0 +1,374 @@
+//! [`SessionService`], the middleware [`SessionLayer`](crate::SessionLayer) builds, and its
+//! [`ResponseFuture`].
+//!
+//! Per request it (1) reads the session ID from the cookie or the session header and checks
+//! its form, before any store call; (2) puts a lazy [`Session`] into the request's
+//! extensions; (3) after the inner service answers, saves what the handler changed and
+//! sets the cookie or header. A save that fails replaces the response with the error's,
+//! so a client never sees a success for a change that was not stored.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use http::header::{CACHE_CONTROL, COOKIE, SET_COOKIE, USER_AGENT};
+use http::{HeaderMap, HeaderValue, Request, Response};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::id::{Id, ID_TEXT_LEN};
+use crate::session::{ClientMeta, Outgoing, Session, Transport};
+use crate::store::SessionStore;
+
+/// Middleware that gives each request a [`Session`]. Built by
+/// [`SessionLayer`](crate::SessionLayer).
+pub struct SessionService<S> {
+    inner: S,
+    store: Arc<dyn SessionStore>,
+    config: Arc<Config>,
+    /// The cookie's full name, worked out once rather than per request.
+    cookie_name: Arc<str>,
+}
+
+// Written by hand: a derive would demand `S: Debug` / `S: Clone` of nothing more than the
+// derive needs, and would print the whole configuration.
+impl<S: Clone> Clone for SessionService<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            store: self.store.clone(),
+            config: self.config.clone(),
+            cookie_name: self.cookie_name.clone(),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for SessionService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionService").finish_non_exhaustive()
+    }
+}
+
+impl<S> SessionService<S> {
+    pub(crate) fn new(inner: S, store: Arc<dyn SessionStore>, config: Arc<Config>) -> Self {
+        Self {
+            inner,
+            store,
+            cookie_name: config.full_cookie_name().into(),
+            config,
+        }
+    }
+
+    fn session_for(&self, headers: &HeaderMap, extensions: &http::Extensions) -> Session {
+        let (incoming, transport) = read_id(&self.config, &self.cookie_name, headers);
+        let client = ClientMeta {
+            ip: client_ip(extensions),
+            user_agent: headers.get(USER_AGENT).cloned(),
+        };
+        Session::new(
+            self.store.clone(),
+            self.config.clone(),
+            incoming,
+            transport,
+            client,
+        )
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: From<String> + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let session = self.session_for(request.headers(), request.extensions());
+        request.extensions_mut().insert(session.clone());
+        ResponseFuture {
+            state: State::Inner {
+                future: self.inner.call(request),
+                session: Some(session),
+                config: self.config.clone(),
+            },
+        }
+    }
+}
+
+type SaveFuture<B> = Pin<Box<dyn Future<Output = Response<B>> + Send>>;
+
+pin_project! {
+    /// The response future of [`SessionService`]: the inner service's, then the save.
+    pub struct ResponseFuture<F, B> {
+        #[pin]
+        state: State<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        Inner {
+            #[pin]
+            future: F,
+            session: Option<Session>,
+            config: Arc<Config>,
+        },
+        Saving {
+            future: SaveFuture<B>,
+        },
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: From<String> + Send + 'static,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Inner {
+                    future,
+                    session,
+                    config,
+                } => {
+                    let response = ready!(future.poll(cx))?;
+                    let session = session.take().expect("polled after completion");
+                    let response = shape_handler_error(response, config);
+                    if !session.was_used() {
+                        // The handler never touched its session: no store call, no cookie.
+                        return Poll::Ready(Ok(response));
+                    }
+                    let config = config.clone();
+                    let future = Box::pin(async move {
+                        match session.save().await {
+                            Ok(outgoing) => attach(response, outgoing, &config),
+                            Err(error) => error_response(&error, &config),
+                        }
+                    });
+                    this.state.set(State::Saving { future });
+                }
+                StateProj::Saving { future } => return future.as_mut().poll(cx).map(Ok),
+            }
+        }
+    }
+}
+
+/// Adds the new cookie or header to the response, and `Cache-Control: no-store` with a
+/// cookie (a shared cache must never hand one client's session cookie to another) unless
+/// the handler chose its own.
+fn attach<B>(mut response: Response<B>, outgoing: Option<Outgoing>, config: &Config) -> Response<B> {
+    let headers = response.headers_mut();
+    match outgoing {
+        None => {}
+        Some(Outgoing::Cookie(cookie)) => {
+            if let Ok(value) = HeaderValue::try_from(cookie) {
+                headers.append(SET_COOKIE, value);
+                if !headers.contains_key(CACHE_CONTROL) {
+                    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                }
+            }
+        }
+        Some(Outgoing::Header(id)) => {
+            if let (Some(name), Ok(value)) = (&config.header, HeaderValue::try_from(id)) {
+                headers.insert(name.clone(), value);
+                if !headers.contains_key(CACHE_CONTROL) {
+                    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                }
+            }
+        }
+    }
+    response
+}
+
+/// The response for an error: the user's shape if they gave one, else the default.
+pub(crate) fn error_response<B: From<String>>(error: &Error, config: &Config) -> Response<B> {
+    error.log();
+    let response = match &config.error_handler {
+        Some(handler) => handler(error),
+        None => error.default_response(),
+    };
+    response.map(B::from)
+}
+
+/// Gives a handler's `?`-returned session error the user's shape, if they chose one.
+fn shape_handler_error<B: From<String>>(response: Response<B>, config: &Config) -> Response<B> {
+    #[cfg(feature = "axum")]
+    if let Some(handler) = &config.error_handler {
+        if let Some(marker) = response.extensions().get::<crate::extract::ErrorMarker>() {
+            return handler(&marker.0).map(B::from);
+        }
+    }
+    #[cfg(not(feature = "axum"))]
+    let _ = config;
+    response
+}
+
+/// Finds the session ID a request carries, and how the client wants its ID back.
+///
+/// A request that sends the session header (even empty) is a header client; all others are
+/// cookie clients. Anything ambiguous or malformed (two cookies of our name, two headers, a
+/// wrong length or alphabet, bytes that are not text) counts as no ID.
+fn read_id(config: &Config, cookie_name: &str, headers: &HeaderMap) -> (Option<Id>, Transport) {
+    if let Some(name) = &config.header {
+        let mut values = headers.get_all(name).iter();
+        if let Some(first) = values.next() {
+            let id = match values.next() {
+                None => Id::parse(first.as_bytes()),
+                Some(_) => None,
+            };
+            return (id, Transport::Header);
+        }
+    }
+    (cookie_id(headers, cookie_name.as_bytes()), Transport::Cookie)
+}
+
+/// The session ID in the request's cookies, if exactly one cookie has our name and its
+/// value is a well-formed ID.
+fn cookie_id(headers: &HeaderMap, name: &[u8]) -> Option<Id> {
+    let mut found: Option<&[u8]> = None;
+    for header in headers.get_all(COOKIE) {
+        for pair in header.as_bytes().split(|b| *b == b';') {
+            let pair = pair.trim_ascii();
+            let Some(value) = pair
+                .strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(b"="))
+            else {
+                continue;
+            };
+            if found.is_some() {
+                // Two cookies of our name: a cookie-tossing attempt or a stale duplicate
+                // for another path. Neither can be trusted to be the right one.
+                return None;
+            }
+            found = Some(value);
+        }
+    }
+    found
+        .filter(|value| value.len() == ID_TEXT_LEN)
+        .and_then(Id::parse)
+}
+
+fn client_ip(extensions: &http::Extensions) -> Option<IpAddr> {
+    #[cfg(feature = "axum")]
+    if let Some(info) = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
+        return Some(info.0.ip());
+    }
+    extensions.get::<std::net::SocketAddr>().map(|addr| addr.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_id(config: &Config, headers: &HeaderMap) -> (Option<Id>, Transport) {
+        super::read_id(config, &config.full_cookie_name(), headers)
+    }
+
+    fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                http::HeaderName::try_from(*name).unwrap(),
+                HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn finds_the_cookie_among_others_and_across_headers() {
+        let id = Id::random().unwrap().expose_secret();
+        let config = Config::default();
+        let one = format!("theme=dark; id={id}; lang=en");
+        let (found, transport) = read_id(&config, &headers(&[("cookie", one.as_bytes())]));
+        assert_eq!(found.unwrap().expose_secret(), id);
+        assert_eq!(transport, Transport::Cookie);
+        let split = format!("id={id}");
+        let map = headers(&[("cookie", b"a=1"), ("cookie", split.as_bytes())]);
+        assert!(read_id(&config, &map).0.is_some());
+    }
+
+    #[test]
+    fn cookie_names_match_exactly() {
+        let id = Id::random().unwrap().expose_secret();
+        let config = Config::default();
+        for cookie in [format!("xid={id}"), format!("ID={id}"), format!("id ={id}")] {
+            let map = headers(&[("cookie", cookie.as_bytes())]);
+            assert!(read_id(&config, &map).0.is_none(), "{cookie}");
+        }
+    }
+
+    #[test]
+    fn duplicate_and_malformed_cookies_count_as_none() {
+        let (a, b) = (Id::random().unwrap(), Id::random().unwrap());
+        let config = Config::default();
+        let dup = format!("id={}; id={}", a.expose_secret(), b.expose_secret());
+        assert!(read_id(&config, &headers(&[("cookie", dup.as_bytes())])).0.is_none());
+        let same_twice = format!("id={0}; id={0}", a.expose_secret());
+        let map = headers(&[("cookie", same_twice.as_bytes())]);
+        assert!(read_id(&config, &map).0.is_none());
+        let big = format!("id={}", "A".repeat(8192));
+        assert!(read_id(&config, &headers(&[("cookie", big.as_bytes())])).0.is_none());
+        let binary: &[u8] = b"id=\xff\xfe\xfd";
+        assert!(read_id(&config, &headers(&[("cookie", binary)])).0.is_none());
+        let quoted = format!("id=\"{}\"", a.expose_secret());
+        assert!(read_id(&config, &headers(&[("cookie", quoted.as_bytes())])).0.is_none());
+    }
+
+    #[test]
+    fn the_header_makes_a_header_client_even_when_empty_or_bad() {
+        let config = Config::default();
+        let (id, transport) = read_id(&config, &headers(&[("x-session-id", b"")]));
+        assert!(id.is_none());
+        assert_eq!(transport, Transport::Header);
+        let good = Id::random().unwrap().expose_secret();
+        let map = headers(&[("x-session-id", good.as_bytes())]);
+        assert_eq!(read_id(&config, &map).0.unwrap().expose_secret(), good);
+        let twice = headers(&[
+            ("x-session-id", good.as_bytes()),
+            ("x-session-id", good.as_bytes()),
+        ]);
+        assert!(read_id(&config, &twice).0.is_none());
+    }
+
+    #[test]
+    fn without_the_header_transport_the_header_is_ignored() {
+        let config = Config {
+            header: None,
+            ..Config::default()
+        };
+        let good = Id::random().unwrap().expose_secret();
+        let (id, transport) = read_id(&config, &headers(&[("x-session-id", good.as_bytes())]));
+        assert!(id.is_none());
+        assert_eq!(transport, Transport::Cookie);
+    }
+
+    #[test]
+    fn host_prefixed_cookie_is_read_by_its_full_name() {
+        let config = Config {
+            host_prefix: true,
+            ..Config::default()
+        };
+        let id = Id::random().unwrap().expose_secret();
+        let plain = format!("id={id}");
+        assert!(read_id(&config, &headers(&[("cookie", plain.as_bytes())])).0.is_none());
+        let prefixed = format!("__Host-id={id}");
+        let map = headers(&[("cookie", prefixed.as_bytes())]);
+        assert!(read_id(&config, &map).0.is_some());
+    }
+}

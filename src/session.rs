@@ -1,0 +1,592 @@
+//! [`Session`]: a handler's view of its session.
+//!
+//! A `Session` is a cheap clone of state shared by everything handling one request. Nothing
+//! is loaded until a method first needs the record, so a handler that never touches its
+//! session costs no store call and sets no cookie. Every change is recorded as a
+//! [`Delta`]: after the handler returns, the layer writes back exactly the keys set and
+//! removed (plus identity and deadlines), never the whole record, so concurrent requests on
+//! one session keep each other's changes. When two requests set the *same* key at once,
+//! the one whose write-back reaches the store last wins.
+//!
+//! ```
+//! use axum::{routing::post, Router};
+//! use sessionware::{MemoryStore, Session, SessionLayer};
+//!
+//! async fn login(session: Session) -> Result<&'static str, sessionware::Error> {
+//!     // ... check the credentials first ...
+//!     session.login("user-42").await?; // new ID, old one dead, data kept
+//!     session.insert("theme", "dark").await?;
+//!     Ok("welcome")
+//! }
+//!
+//! async fn logout(session: Session) -> Result<&'static str, sessionware::Error> {
+//!     session.logout().await?; // record destroyed server-side, cookie expired
+//!     Ok("bye")
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/login", post(login))
+//!     .route("/logout", post(logout))
+//!     .layer(SessionLayer::new(MemoryStore::new()));
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use http::HeaderValue;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::id::{Id, IdHash};
+use crate::record::{Deadlines, Delta, Record, SessionInfo};
+use crate::store::SessionStore;
+
+/// The longest `User-Agent` kept in a session's metadata.
+const MAX_USER_AGENT: usize = 256;
+/// How many fresh IDs to try should one collide with a live session (it never will).
+const CREATE_ATTEMPTS: usize = 3;
+
+/// How the client sent (or will receive) its session ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    Cookie,
+    Header,
+}
+
+/// What the layer knows of the client, kept in a new session's metadata.
+#[derive(Debug, Default)]
+pub(crate) struct ClientMeta {
+    pub(crate) ip: Option<IpAddr>,
+    pub(crate) user_agent: Option<HeaderValue>,
+}
+
+/// A handler's handle on its session. Cheap to clone; all clones share one state.
+///
+/// Get it as an axum extractor, or from the request's extensions in a plain tower service.
+/// Methods are async because the first one to need the record loads it from the store.
+#[derive(Clone)]
+pub struct Session {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    store: Arc<dyn SessionStore>,
+    config: Arc<Config>,
+    incoming: Option<Id>,
+    transport: Transport,
+    client: ClientMeta,
+    used: AtomicBool,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    loaded: bool,
+    /// The session as this request sees it, its own changes included. `None`: no session.
+    record: Option<Record>,
+    /// The key the record had in the store when this request loaded it.
+    stored: Option<IdHash>,
+    /// An ID issued during this request: for a new session, or a rotation of `stored`.
+    fresh: Option<Id>,
+    /// Changes to write back to `stored` (or to carry along in a rotation).
+    delta: Delta,
+    /// Delete `stored` at write-back (logout).
+    destroy: bool,
+    /// The cookie must be sent again even without a new ID (remember-me changed or
+    /// its deadline moved, so `Max-Age` did).
+    reissue_cookie: bool,
+    /// Write-back has happened; later changes would be lost.
+    saved: bool,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("incoming", &self.shared.incoming)
+            .field("transport", &self.shared.transport)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the layer must add to the response after saving.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Outgoing {
+    /// A `Set-Cookie` header value.
+    Cookie(String),
+    /// The value of the session ID response header.
+    Header(String),
+}
+
+impl Session {
+    pub(crate) fn new(
+        store: Arc<dyn SessionStore>,
+        config: Arc<Config>,
+        incoming: Option<Id>,
+        transport: Transport,
+        client: ClientMeta,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                store,
+                config,
+                incoming,
+                transport,
+                client,
+                used: AtomicBool::new(false),
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    /// The value under `key`, or `None` if the key (or the session) is absent.
+    ///
+    /// A value of another type than `T` is an [`ErrorKind::Deserialize`] error for this key
+    /// only; the rest of the session is unaffected.
+    ///
+    /// [`ErrorKind::Deserialize`]: crate::ErrorKind::Deserialize
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        let state = self.loaded().await?;
+        match state.record.as_ref().and_then(|r| r.data.get(key)) {
+            Some(value) => T::deserialize(value)
+                .map(Some)
+                .map_err(|err| Error::deserialize(key, err)),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets `key` to `value`, starting a session if there is none.
+    pub async fn insert(&self, key: &str, value: impl Serialize) -> Result<(), Error> {
+        let value = serde_json::to_value(value).map_err(Error::serialize)?;
+        let mut state = self.loaded().await?;
+        self.ensure_record(&mut state)?
+            .data
+            .insert(key.to_owned(), value.clone());
+        state.delta.set(key, value);
+        Ok(())
+    }
+
+    /// Removes `key`, returning the value it had (`None` if it had none).
+    ///
+    /// The key is removed even if its old value is not a `T`; the type error is returned
+    /// after the removal.
+    pub async fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        let mut state = self.loaded().await?;
+        let Some(value) = state.record.as_mut().and_then(|r| r.data.remove(key)) else {
+            return Ok(None);
+        };
+        state.delta.remove(key);
+        T::deserialize(value)
+            .map(Some)
+            .map_err(|err| Error::deserialize(key, err))
+    }
+
+    /// Removes every key. The session itself, its ID and its user stay.
+    pub async fn clear(&self) -> Result<(), Error> {
+        let mut state = self.loaded().await?;
+        if let Some(record) = state.record.as_mut() {
+            record.data.clear();
+            state.delta.clear_data();
+        }
+        Ok(())
+    }
+
+    /// Marks the session as authenticated for `user_id`, keeping its data, and gives it a
+    /// new ID: once the response is sent, the old ID finds nothing. A login starts a new
+    /// authenticated session, so the absolute timeout counts from now.
+    pub async fn login(&self, user_id: impl Into<String>) -> Result<(), Error> {
+        let user_id = user_id.into();
+        let mut state = self.loaded().await?;
+        let now = OffsetDateTime::now_utc();
+        let record = self.ensure_record(&mut state)?;
+        record.user_id = Some(user_id.clone());
+        record.created_at = now;
+        let deadlines = self.deadlines(now, now, record.remember_me);
+        apply_deadlines(record, deadlines);
+        state.delta.user_id = Some(Some(user_id));
+        state.delta.created_at = Some(now);
+        state.delta.deadlines = Some(deadlines);
+        self.rotate(&mut state)
+    }
+
+    /// Ends the session: at write-back its record is deleted from the store and the client
+    /// is told to forget its cookie. The handle then acts as a fresh, empty session, so a
+    /// handler may still set a value (say, a farewell message) in a new session.
+    pub async fn logout(&self) -> Result<(), Error> {
+        let mut state = self.loaded().await?;
+        state.destroy = state.stored.is_some();
+        state.record = None;
+        state.fresh = None;
+        state.delta = Delta::default();
+        state.reissue_cookie = false;
+        Ok(())
+    }
+
+    /// Gives the session a new ID, keeping its data and user: call it whenever the
+    /// session's privileges change (a role granted, a password changed).
+    pub async fn cycle_id(&self) -> Result<(), Error> {
+        let mut state = self.loaded().await?;
+        if state.record.is_none() {
+            return Ok(());
+        }
+        self.rotate(&mut state)
+    }
+
+    /// The authenticated user, if any.
+    pub async fn user_id(&self) -> Result<Option<String>, Error> {
+        let state = self.loaded().await?;
+        Ok(state.record.as_ref().and_then(|r| r.user_id.clone()))
+    }
+
+    /// Switches the session to the longer remember-me timeouts (and a persistent cookie
+    /// whose `Max-Age` matches the server's deadline), or back to the standard ones (and a
+    /// browser-session cookie). Starts a session if there is none.
+    pub async fn set_remember_me(&self, remember_me: bool) -> Result<(), Error> {
+        let mut state = self.loaded().await?;
+        let now = OffsetDateTime::now_utc();
+        let record = self.ensure_record(&mut state)?;
+        if record.remember_me == remember_me {
+            return Ok(());
+        }
+        let deadlines = self.deadlines(now, record.created_at, remember_me);
+        apply_deadlines(record, deadlines);
+        state.delta.deadlines = Some(deadlines);
+        state.reissue_cookie = true;
+        Ok(())
+    }
+
+    /// Whether remember-me timeouts apply.
+    pub async fn remember_me(&self) -> Result<bool, Error> {
+        let state = self.loaded().await?;
+        Ok(state.record.as_ref().is_some_and(|r| r.remember_me))
+    }
+
+    /// What an operator would see of this session (created, last seen, expiry, client), or
+    /// `None` if there is no session. Its `key` is the key the session will have once this
+    /// response is sent.
+    pub async fn info(&self) -> Result<Option<SessionInfo>, Error> {
+        let state = self.loaded().await?;
+        let key = current_key(&state);
+        Ok(state.record.as_ref().zip(key).map(|(r, key)| r.info(key)))
+    }
+
+    /// The sessions of the authenticated user, this one included (its `key` is the one
+    /// [`info`](Self::info) reports); empty if nobody is logged in.
+    pub async fn user_sessions(&self) -> Result<Vec<SessionInfo>, Error> {
+        let Some(user) = self.user_id().await? else {
+            return Ok(Vec::new());
+        };
+        let (stored, current) = {
+            let state = self.loaded().await?;
+            (state.stored, current_key(&state))
+        };
+        let mut sessions = self.call(self.shared.store.list_user(&user)).await?;
+        if let (Some(stored), Some(current)) = (stored, current) {
+            // A rotation decided in this request is not in the store yet.
+            for info in sessions.iter_mut().filter(|info| info.key == stored) {
+                info.key = current;
+            }
+        }
+        Ok(sessions)
+    }
+
+    /// Ends every other session of the authenticated user ("log out everywhere else") and
+    /// returns how many ended. Does nothing if nobody is logged in.
+    pub async fn revoke_other_sessions(&self) -> Result<u64, Error> {
+        let Some(user) = self.user_id().await? else {
+            return Ok(0);
+        };
+        let keep = self.loaded().await?.stored;
+        let store = &self.shared.store;
+        self.call(store.delete_user(&user, keep.as_ref())).await
+    }
+
+    /// Ends one session of the authenticated user, by the key a listing showed; a key of
+    /// another user's session is refused (returns `false`).
+    pub async fn revoke_session(&self, key: &IdHash) -> Result<bool, Error> {
+        let Some(user) = self.user_id().await? else {
+            return Ok(false);
+        };
+        let store = &self.shared.store;
+        self.call(store.delete_user_session(&user, key)).await
+    }
+
+    /// Loads the record on first use and returns the state, locked.
+    async fn loaded(&self) -> Result<MutexGuard<'_, State>, Error> {
+        self.shared.used.store(true, Ordering::Release);
+        let mut state = self.shared.state.lock().await;
+        if state.saved {
+            tracing::warn!("session changed after its response was sent; the change is lost");
+        }
+        if state.loaded {
+            return Ok(state);
+        }
+        if let Some(id) = &self.shared.incoming {
+            let key = id.hash();
+            let now = OffsetDateTime::now_utc();
+            let found = self.call(self.shared.store.load(&key)).await?;
+            if let Some(mut record) = found.filter(|r| !r.is_expired(now)) {
+                self.refresh_idle_deadline(&mut state, &mut record, now);
+                state.record = Some(record);
+                state.stored = Some(key);
+            } else {
+                tracing::debug!(session = %id, "unknown or expired session ID not adopted");
+            }
+        }
+        state.loaded = true;
+        Ok(state)
+    }
+
+    /// Sliding expiry: moves the idle deadline forward only once less than one idle
+    /// timeout remains (see [`config`](crate::config)), so most reads write nothing.
+    fn refresh_idle_deadline(&self, state: &mut State, record: &mut Record, now: OffsetDateTime) {
+        let timeouts = self.shared.config.timeouts(record.remember_me);
+        if record.idle_deadline - now >= timeouts.idle {
+            return;
+        }
+        let deadlines = self.deadlines(now, record.created_at, record.remember_me);
+        if deadlines.idle <= record.idle_deadline {
+            return; // already pinned to the absolute deadline
+        }
+        apply_deadlines(record, deadlines);
+        record.last_seen = now;
+        state.delta.deadlines = Some(deadlines);
+        state.delta.last_seen = Some(now);
+        state.reissue_cookie |= record.remember_me;
+    }
+
+    /// The record, creating a new, empty one (with a fresh ID) if there is no session.
+    fn ensure_record<'s>(&self, state: &'s mut State) -> Result<&'s mut Record, Error> {
+        if state.record.is_none() {
+            let now = OffsetDateTime::now_utc();
+            let deadlines = self.deadlines(now, now, false);
+            let mut record = Record::new(now, deadlines.idle, deadlines.absolute);
+            record.ip = self.shared.client.ip.map(|ip| ip.to_string());
+            record.user_agent = self.shared.client.user_agent.as_ref().map(truncated_text);
+            state.fresh = Some(Id::random()?);
+            state.record = Some(record);
+        }
+        Ok(state.record.as_mut().expect("set just above"))
+    }
+
+    /// Issues a new ID for a stored session (a new session already has a fresh one).
+    fn rotate(&self, state: &mut State) -> Result<(), Error> {
+        if state.stored.is_some() && !state.destroy {
+            state.fresh = Some(Id::random()?);
+        }
+        Ok(())
+    }
+
+    fn deadlines(&self, now: OffsetDateTime, created: OffsetDateTime, remember: bool) -> Deadlines {
+        let config = &self.shared.config;
+        let timeouts = config.timeouts(remember);
+        let absolute = created + timeouts.absolute;
+        let idle = (now + timeouts.idle + config.refresh_step(timeouts)).min(absolute);
+        Deadlines::new(idle, absolute, remember)
+    }
+
+    /// Runs a store call under the layer's store timeout.
+    async fn call<T>(&self, call: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        match self.shared.config.store_timeout {
+            Some(limit) => tokio::time::timeout(limit, call)
+                .await
+                .unwrap_or_else(|_| Err(Error::timeout())),
+            None => call.await,
+        }
+    }
+
+    /// Whether a handler touched the session at all.
+    pub(crate) fn was_used(&self) -> bool {
+        self.shared.used.load(Ordering::Acquire)
+    }
+
+    /// Writes back what this request changed, and says what the response must carry.
+    pub(crate) async fn save(&self) -> Result<Option<Outgoing>, Error> {
+        let mut state = self.shared.state.lock().await;
+        state.saved = true;
+        if !state.loaded {
+            return Ok(None);
+        }
+        let store = &self.shared.store;
+        if state.destroy {
+            if let Some(old) = state.stored.take() {
+                self.call(store.delete(&old)).await?;
+                tracing::info!(target: "sessionware::event", session = %old.short(), "logged out");
+            }
+        }
+        let Some(record) = state.record.as_ref() else {
+            return Ok(self.removal());
+        };
+        match (state.stored, state.fresh.clone()) {
+            // A new session: stored only once there is something in it worth keeping.
+            (None, Some(_)) if is_blank(record) => Ok(self.removal()),
+            (None, Some(fresh)) => {
+                let id = self.create(&mut state, fresh).await?;
+                Ok(Some(self.outgoing(&id, &state)))
+            }
+            (Some(old), Some(fresh)) => {
+                let moved = self.call(store.rotate(&old, &fresh.hash(), &state.delta)).await?;
+                if !moved {
+                    return Err(Error::session_ended());
+                }
+                tracing::info!(
+                    target: "sessionware::event",
+                    from = %old.short(), to = %fresh, "session ID rotated"
+                );
+                Ok(Some(self.outgoing(&fresh, &state)))
+            }
+            (Some(key), None) => {
+                if !state.delta.is_empty() {
+                    let applied = self.call(store.apply(&key, &state.delta)).await?;
+                    if !applied && state.delta.changes_content() {
+                        return Err(Error::session_ended());
+                    }
+                }
+                match &self.shared.incoming {
+                    Some(id) if state.reissue_cookie && self.shared.transport == Transport::Cookie => {
+                        Ok(Some(self.outgoing(id, &state)))
+                    }
+                    _ => Ok(None),
+                }
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Files a new session under a fresh ID, drawing another should it ever collide.
+    async fn create(&self, state: &mut State, mut id: Id) -> Result<Id, Error> {
+        let record = state.record.as_ref().expect("a new session has a record");
+        for _ in 0..CREATE_ATTEMPTS {
+            if self.call(self.shared.store.create(&id.hash(), record)).await? {
+                tracing::info!(target: "sessionware::event", session = %id, "session created");
+                state.fresh = Some(id.clone());
+                return Ok(id);
+            }
+            id = Id::random()?;
+        }
+        Err(Error::store(
+            "the store refused every fresh session ID as taken; is it keying records correctly?",
+        ))
+    }
+
+    /// How the client receives `id`: a cookie (persistent for remember-me sessions, with a
+    /// `Max-Age` matching the server's deadline) or the session header.
+    fn outgoing(&self, id: &Id, state: &State) -> Outgoing {
+        let config = &self.shared.config;
+        match self.shared.transport {
+            Transport::Header => Outgoing::Header(id.expose_secret()),
+            Transport::Cookie => {
+                let max_age = state
+                    .record
+                    .as_ref()
+                    .filter(|r| r.remember_me)
+                    .map(|r| r.expires_at() - OffsetDateTime::now_utc());
+                Outgoing::Cookie(config.set_cookie(&id.expose_secret(), max_age))
+            }
+        }
+    }
+
+    /// Tells a cookie client that sent an ID to forget it (after a logout, or when the ID
+    /// it sent is not a live session and none replaces it).
+    fn removal(&self) -> Option<Outgoing> {
+        let sent_cookie = self.shared.incoming.is_some() && self.shared.transport == Transport::Cookie;
+        sent_cookie.then(|| Outgoing::Cookie(self.shared.config.removal_cookie()))
+    }
+}
+
+/// A session with no data, no user and no remember-me: not worth a store write or a cookie.
+fn is_blank(record: &Record) -> bool {
+    record.data.is_empty() && record.user_id.is_none() && !record.remember_me
+}
+
+fn apply_deadlines(record: &mut Record, deadlines: Deadlines) {
+    record.idle_deadline = deadlines.idle;
+    record.absolute_deadline = deadlines.absolute;
+    record.remember_me = deadlines.remember_me;
+}
+
+/// The key the session has once this response is sent.
+fn current_key(state: &State) -> Option<IdHash> {
+    state.fresh.as_ref().map(Id::hash).or(state.stored)
+}
+
+fn truncated_text(value: &HeaderValue) -> String {
+    let text = String::from_utf8_lossy(value.as_bytes());
+    text.chars().take(MAX_USER_AGENT).collect()
+}
+
+/// A typed view of one session key, for handlers that prefer a named accessor to string
+/// keys scattered through the code.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use sessionware::{Key, Session};
+///
+/// #[derive(Serialize, Deserialize, Default)]
+/// struct Cart { items: Vec<u32> }
+///
+/// const CART: Key<Cart> = Key::new("cart");
+///
+/// async fn add(session: Session, item: u32) -> Result<(), sessionware::Error> {
+///     let mut cart = CART.get(&session).await?.unwrap_or_default();
+///     cart.items.push(item);
+///     CART.insert(&session, &cart).await
+/// }
+/// ```
+pub struct Key<T> {
+    name: &'static str,
+    _type: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> Key<T> {
+    /// A key named `name` holding a `T`.
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            _type: std::marker::PhantomData,
+        }
+    }
+
+    /// The key's name in the session.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+impl<T: Serialize + for<'de> Deserialize<'de>> Key<T> {
+    /// The value, if set.
+    pub async fn get(&self, session: &Session) -> Result<Option<T>, Error> {
+        session.get(self.name).await
+    }
+
+    /// Sets the value.
+    pub async fn insert(&self, session: &Session, value: &T) -> Result<(), Error> {
+        session.insert(self.name, value).await
+    }
+
+    /// Removes the value, returning it.
+    pub async fn remove(&self, session: &Session) -> Result<Option<T>, Error> {
+        session.remove(self.name).await
+    }
+}
+
+impl<T> fmt::Debug for Key<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Key").field(&self.name).finish()
+    }
+}
+
+// Written by hand: a derive would demand `T: Clone`, which a key never needs.
+impl<T> Clone for Key<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Key<T> {}

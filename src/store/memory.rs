@@ -1,0 +1,436 @@
+//! [`MemoryStore`]: sessions in this process's memory.
+//!
+//! For development, tests, and single-instance services that accept losing sessions on a
+//! restart. Records sit in 256 independently locked shards (chosen by the ID hash, which
+//! is uniform), so concurrent requests on different sessions rarely contend and no lock is
+//! ever held across an `.await`. A per-user index makes per-user operations cost
+//! O(that user's sessions). Expired records are invisible at once and removed by a
+//! background task that takes one shard lock at a time, so a purge never stalls requests.
+//!
+//! ```
+//! use sessionware::{MemoryStore, SessionLayer};
+//!
+//! let store = MemoryStore::new();
+//! // Keep a handle for operator work; the layer holds another.
+//! let layer = SessionLayer::new(store.clone());
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use super::SessionStore;
+use crate::error::Error;
+use crate::id::IdHash;
+use crate::record::{Delta, Record, SessionInfo};
+
+const SHARDS: usize = 256;
+const DEFAULT_PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+type Sessions = HashMap<IdHash, Record>;
+type UserIndex = HashMap<String, HashSet<IdHash>>;
+
+/// An in-process session store. Cheap to clone: clones share the same sessions.
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sessions: Box<[Mutex<Sessions>]>,
+    users: Box<[Mutex<UserIndex>]>,
+    user_hasher: RandomState,
+    purge_interval: std::time::Duration,
+    purge_started: AtomicBool,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("purge_interval", &self.inner.purge_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No code path panics while holding a shard lock; should one ever, the shard's maps
+    // are still consistent record by record, so carrying on beats failing every request.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl MemoryStore {
+    /// An empty store that purges expired sessions every 60 seconds.
+    pub fn new() -> Self {
+        Self::with_purge_interval(DEFAULT_PURGE_INTERVAL)
+    }
+
+    /// An empty store that purges expired sessions at the given interval. The purge task
+    /// starts on the first session created inside a Tokio runtime and stops when the last
+    /// clone of the store is dropped.
+    pub fn with_purge_interval(interval: std::time::Duration) -> Self {
+        let shards = |_| Mutex::new(HashMap::new());
+        Self {
+            inner: Arc::new(Inner {
+                sessions: (0..SHARDS).map(shards).collect(),
+                users: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+                user_hasher: RandomState::new(),
+                purge_interval: interval,
+                purge_started: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    fn start_purge_task(&self) {
+        if self.inner.purge_started.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.inner.purge_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let interval = self.inner.purge_interval;
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(inner) = weak.upgrade() else { break };
+                let purged = inner.purge_expired(OffsetDateTime::now_utc()).await;
+                if purged > 0 {
+                    tracing::debug!(purged, "purged expired sessions");
+                }
+            }
+        });
+    }
+}
+
+impl Inner {
+    fn shard(&self, key: &IdHash) -> usize {
+        // SHA-256 output is uniform, so its first byte spreads keys evenly.
+        usize::from(key.as_bytes()[0]) % SHARDS
+    }
+
+    fn sessions(&self, key: &IdHash) -> MutexGuard<'_, Sessions> {
+        lock(&self.sessions[self.shard(key)])
+    }
+
+    fn users(&self, user_id: &str) -> MutexGuard<'_, UserIndex> {
+        let shard = self.user_hasher.hash_one(user_id) as usize % SHARDS;
+        lock(&self.users[shard])
+    }
+
+    fn index(&self, user_id: &str, key: IdHash) {
+        self.users(user_id)
+            .entry(user_id.to_owned())
+            .or_default()
+            .insert(key);
+    }
+
+    fn unindex(&self, user_id: &str, key: &IdHash) {
+        let mut users = self.users(user_id);
+        if let Some(keys) = users.get_mut(user_id) {
+            keys.remove(key);
+            if keys.is_empty() {
+                users.remove(user_id);
+            }
+        }
+    }
+
+    /// Moves `key` from one user's index entry to another's, if the owner changed.
+    fn reindex(&self, key: IdHash, before: Option<&str>, after: Option<&str>) {
+        if before == after {
+            return;
+        }
+        if let Some(user) = before {
+            self.unindex(user, &key);
+        }
+        if let Some(user) = after {
+            self.index(user, key);
+        }
+    }
+
+    /// The keys the index holds for a user (some may have expired or moved since).
+    fn user_keys(&self, user_id: &str) -> Vec<IdHash> {
+        self.users(user_id)
+            .get(user_id)
+            .map(|keys| keys.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Removes the record under `key` if it is live and `keep_if` says so; unindexes it.
+    fn remove_where(&self, key: &IdHash, remove_if: impl FnOnce(&Record) -> bool) -> bool {
+        let now = OffsetDateTime::now_utc();
+        let removed = {
+            let mut sessions = self.sessions(key);
+            match sessions.get(key) {
+                Some(record) if remove_if(record) => sessions.remove(key),
+                _ => None,
+            }
+        };
+        match removed {
+            Some(record) => {
+                if let Some(user) = &record.user_id {
+                    self.unindex(user, key);
+                }
+                !record.is_expired(now)
+            }
+            None => false,
+        }
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime) -> u64 {
+        let mut purged = 0;
+        for shard in self.sessions.iter() {
+            let mut expired_owners = Vec::new();
+            lock(shard).retain(|key, record| {
+                let keep = !record.is_expired(now);
+                if !keep {
+                    if let Some(user) = record.user_id.take() {
+                        expired_owners.push((user, *key));
+                    }
+                    purged += 1;
+                }
+                keep
+            });
+            for (user, key) in expired_owners {
+                self.unindex(&user, &key);
+            }
+            // One shard at a time, yielding between them: a large purge never holds the
+            // executor thread long enough to stall requests.
+            tokio::task::yield_now().await;
+        }
+        purged
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn load(&self, key: &IdHash) -> Result<Option<Record>, Error> {
+        let now = OffsetDateTime::now_utc();
+        let sessions = self.inner.sessions(key);
+        Ok(sessions
+            .get(key)
+            .filter(|record| !record.is_expired(now))
+            .cloned())
+    }
+
+    async fn create(&self, key: &IdHash, record: &Record) -> Result<bool, Error> {
+        self.start_purge_task();
+        let now = OffsetDateTime::now_utc();
+        let replaced = {
+            let mut sessions = self.inner.sessions(key);
+            if sessions.get(key).is_some_and(|old| !old.is_expired(now)) {
+                return Ok(false);
+            }
+            sessions.insert(*key, record.clone())
+        };
+        let before = replaced.as_ref().and_then(|old| old.user_id.as_deref());
+        self.inner.reindex(*key, before, record.user_id.as_deref());
+        Ok(true)
+    }
+
+    async fn apply(&self, key: &IdHash, delta: &Delta) -> Result<bool, Error> {
+        let now = OffsetDateTime::now_utc();
+        let (before, after) = {
+            let mut sessions = self.inner.sessions(key);
+            let Some(record) = sessions.get_mut(key).filter(|r| !r.is_expired(now)) else {
+                return Ok(false);
+            };
+            let before = record.user_id.clone();
+            delta.apply_to(record);
+            (before, record.user_id.clone())
+        };
+        self.inner
+            .reindex(*key, before.as_deref(), after.as_deref());
+        Ok(true)
+    }
+
+    async fn rotate(&self, from: &IdHash, to: &IdHash, delta: &Delta) -> Result<bool, Error> {
+        let now = OffsetDateTime::now_utc();
+        let (from_shard, to_shard) = (self.inner.shard(from), self.inner.shard(to));
+        let (before, after) = if from_shard == to_shard {
+            let mut sessions = lock(&self.inner.sessions[from_shard]);
+            match move_record(&mut sessions, None, from, to, delta, now) {
+                Some(owners) => owners,
+                None => return Ok(false),
+            }
+        } else {
+            // Two shards: lock in index order so two opposite rotations cannot deadlock.
+            let (first, second) = (from_shard.min(to_shard), from_shard.max(to_shard));
+            let mut low = lock(&self.inner.sessions[first]);
+            let mut high = lock(&self.inner.sessions[second]);
+            let (source, target) = if from_shard < to_shard {
+                (&mut *low, &mut *high)
+            } else {
+                (&mut *high, &mut *low)
+            };
+            match move_record(source, Some(target), from, to, delta, now) {
+                Some(owners) => owners,
+                None => return Ok(false),
+            }
+        };
+        if let Some(user) = &before {
+            self.inner.unindex(user, from);
+        }
+        if let Some(user) = &after {
+            self.inner.index(user, *to);
+        }
+        Ok(true)
+    }
+
+    async fn delete(&self, key: &IdHash) -> Result<bool, Error> {
+        Ok(self.inner.remove_where(key, |_| true))
+    }
+
+    async fn list_user(&self, user_id: &str) -> Result<Vec<SessionInfo>, Error> {
+        let now = OffsetDateTime::now_utc();
+        Ok(self
+            .inner
+            .user_keys(user_id)
+            .into_iter()
+            .filter_map(|key| {
+                let sessions = self.inner.sessions(&key);
+                sessions
+                    .get(&key)
+                    .filter(|r| !r.is_expired(now) && r.user_id.as_deref() == Some(user_id))
+                    .map(|r| r.info(key))
+            })
+            .collect())
+    }
+
+    async fn delete_user(&self, user_id: &str, keep: Option<&IdHash>) -> Result<u64, Error> {
+        let mut deleted = 0;
+        for key in self.inner.user_keys(user_id) {
+            if Some(&key) == keep {
+                continue;
+            }
+            if self
+                .inner
+                .remove_where(&key, |r| r.user_id.as_deref() == Some(user_id))
+            {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn delete_user_session(&self, user_id: &str, key: &IdHash) -> Result<bool, Error> {
+        Ok(self
+            .inner
+            .remove_where(key, |r| r.user_id.as_deref() == Some(user_id)))
+    }
+
+    async fn delete_expired(&self) -> Result<u64, Error> {
+        Ok(self.inner.purge_expired(OffsetDateTime::now_utc()).await)
+    }
+
+    async fn count(&self) -> Result<u64, Error> {
+        let now = OffsetDateTime::now_utc();
+        let mut live = 0;
+        for shard in self.inner.sessions.iter() {
+            live += lock(shard).values().filter(|r| !r.is_expired(now)).count() as u64;
+        }
+        Ok(live)
+    }
+}
+
+/// Takes the live record under `from` out of `source`, applies `delta`, and files it under
+/// `to` (in `target`, or in `source` when both keys share a shard). Returns the owner
+/// before and after, or `None` (changing nothing) when `from` has no live record.
+fn move_record(
+    source: &mut Sessions,
+    target: Option<&mut Sessions>,
+    from: &IdHash,
+    to: &IdHash,
+    delta: &Delta,
+    now: OffsetDateTime,
+) -> Option<(Option<String>, Option<String>)> {
+    if !source.get(from).is_some_and(|r| !r.is_expired(now)) {
+        return None;
+    }
+    let mut record = source.remove(from)?;
+    let before = record.user_id.clone();
+    delta.apply_to(&mut record);
+    let after = record.user_id.clone();
+    target.unwrap_or(source).insert(*to, record);
+    Some((before, after))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::Id;
+    use time::Duration;
+
+    fn record(user: Option<&str>, lifetime: Duration) -> Record {
+        let now = OffsetDateTime::now_utc();
+        let mut record = Record::new(now, now + lifetime, now + Duration::hours(12));
+        record.user_id = user.map(str::to_owned);
+        record
+    }
+
+    fn key() -> IdHash {
+        Id::random().unwrap().hash()
+    }
+
+    #[tokio::test]
+    async fn purge_removes_expired_records_and_their_index_entries() {
+        let store = MemoryStore::new();
+        let (dead, live) = (key(), key());
+        store
+            .create(&dead, &record(Some("ann"), Duration::milliseconds(1)))
+            .await
+            .unwrap();
+        store
+            .create(&live, &record(Some("ann"), Duration::minutes(5)))
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert_eq!(store.delete_expired().await.unwrap(), 1);
+        assert_eq!(store.inner.user_keys("ann"), vec![live]);
+        assert_eq!(store.count().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn background_purge_runs_and_stops_with_the_store() {
+        let store = MemoryStore::with_purge_interval(std::time::Duration::from_millis(20));
+        let dead = key();
+        store
+            .create(&dead, &record(None, Duration::milliseconds(1)))
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(store.inner.sessions(&dead).get(&dead).is_none());
+        let weak = Arc::downgrade(&store.inner);
+        drop(store);
+        tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        assert!(weak.upgrade().is_none(), "the purge task let go of the store");
+    }
+
+    #[tokio::test]
+    async fn rotation_across_and_within_shards_moves_the_index() {
+        let store = MemoryStore::new();
+        for _ in 0..64 {
+            let (from, to) = (key(), key());
+            store
+                .create(&from, &record(Some("bo"), Duration::minutes(5)))
+                .await
+                .unwrap();
+            assert!(store.rotate(&from, &to, &Delta::default()).await.unwrap());
+            assert_eq!(store.inner.user_keys("bo"), vec![to]);
+            assert!(store.delete(&to).await.unwrap());
+        }
+        assert!(store.inner.users("bo").is_empty());
+    }
+}

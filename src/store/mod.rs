@@ -1,0 +1,148 @@
+//! Where sessions live: the [`SessionStore`] trait and its implementations.
+//!
+//! A store files each [`Record`] under the [`IdHash`] of its session ID; the raw ID never
+//! reaches it. The contract every store keeps (checked by [`conformance`], one suite run
+//! against every store):
+//!
+//! - **Expired is absent.** A record past its [`expires_at`](Record::expires_at) is never
+//!   returned, changed, rotated or counted, whether or not a cleanup has removed it yet.
+//! - **Deltas are atomic and never resurrect.** [`apply`](SessionStore::apply) changes only
+//!   what the [`Delta`] names, as one atomic step, and only if the record still exists;
+//!   otherwise it reports `false` and writes nothing. Concurrent deltas on different keys
+//!   all survive; on the same key the last one applied wins.
+//! - **Rotation is atomic.** [`rotate`](SessionStore::rotate) moves a record to a new key
+//!   (applying a delta on the way) so that at no instant do both keys work: once `rotate`
+//!   returns, the old key finds nothing. The per-user index entry moves with it. (A store
+//!   that cannot move a record in one step, such as Redis Cluster across slots, takes the
+//!   record out of the old key atomically first, so a concurrent request on the old key
+//!   fails closed rather than writing to a copy.)
+//! - **Per-user operations use an index**, costing O(that user's sessions).
+//! - **Corrupt records are absent.** A record that cannot be decoded is logged and treated
+//!   as absent, never a panic.
+//!
+//! ```
+//! use sessionware::{Delta, Id, MemoryStore, Record, SessionStore};
+//! use time::{Duration, OffsetDateTime};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let store = MemoryStore::new();
+//! let key = Id::random()?.hash();
+//! let now = OffsetDateTime::now_utc();
+//! let record = Record::new(now, now + Duration::minutes(30), now + Duration::hours(12));
+//! assert!(store.create(&key, &record).await?);
+//!
+//! let mut delta = Delta::default();
+//! delta.set("count", 1.into());
+//! assert!(store.apply(&key, &delta).await?);
+//! assert_eq!(store.load(&key).await?.unwrap().data["count"], 1);
+//!
+//! assert!(store.delete(&key).await?);
+//! assert!(!store.apply(&key, &delta).await?, "a deleted session is never resurrected");
+//! # Ok::<(), sessionware::Error>(()) }).unwrap();
+//! ```
+
+use async_trait::async_trait;
+
+use crate::error::Error;
+use crate::id::IdHash;
+use crate::record::{Delta, Record, SessionInfo};
+
+pub mod conformance;
+#[cfg(feature = "memory")]
+pub mod memory;
+
+/// A place to keep sessions. See the [module docs](self) for the contract.
+///
+/// Implementations are cheap to clone handles (an `Arc` inside), so an application can keep
+/// one for operator work (listing and revoking sessions) while the layer holds another.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// The record filed under `key`, or `None` if there is none, it has expired, or it
+    /// cannot be decoded (logged).
+    async fn load(&self, key: &IdHash) -> Result<Option<Record>, Error>;
+
+    /// Files a new record under `key`. Returns `false`, writing nothing, if a live record
+    /// already has that key.
+    async fn create(&self, key: &IdHash, record: &Record) -> Result<bool, Error>;
+
+    /// Applies `delta` to the live record under `key`, atomically. Returns `false`,
+    /// writing nothing, if there is no live record.
+    async fn apply(&self, key: &IdHash, delta: &Delta) -> Result<bool, Error>;
+
+    /// Moves the live record under `from` to `to`, applying `delta` on the way, atomically.
+    /// Afterwards `from` finds nothing. Returns `false`, writing nothing, if `from` has no
+    /// live record.
+    async fn rotate(&self, from: &IdHash, to: &IdHash, delta: &Delta) -> Result<bool, Error>;
+
+    /// Deletes the record under `key`. Returns whether a live record was there.
+    async fn delete(&self, key: &IdHash) -> Result<bool, Error>;
+
+    /// The live sessions of `user_id`, in no particular order.
+    async fn list_user(&self, user_id: &str) -> Result<Vec<SessionInfo>, Error>;
+
+    /// Deletes every live session of `user_id` except the one under `keep`, if given.
+    /// Returns how many were deleted.
+    async fn delete_user(&self, user_id: &str, keep: Option<&IdHash>) -> Result<u64, Error>;
+
+    /// Deletes the session under `key` only if it belongs to `user_id`: what a "revoke this
+    /// device" button needs, so that a user cannot end someone else's session by its key.
+    /// Returns whether a session was deleted.
+    async fn delete_user_session(&self, user_id: &str, key: &IdHash) -> Result<bool, Error> {
+        // The owner of a key never changes in place (a login rotates the key), so checking
+        // then deleting cannot delete a session that has changed hands in between.
+        match self.load(key).await? {
+            Some(record) if record.user_id.as_deref() == Some(user_id) => self.delete(key).await,
+            _ => Ok(false),
+        }
+    }
+
+    /// How many live sessions `user_id` has.
+    async fn count_user(&self, user_id: &str) -> Result<u64, Error> {
+        Ok(self.list_user(user_id).await?.len() as u64)
+    }
+
+    /// Removes expired records; returns how many. Stores whose backend expires records by
+    /// itself (Redis TTLs) may return 0.
+    async fn delete_expired(&self) -> Result<u64, Error>;
+
+    /// How many live sessions the store holds. May count expired records a backend has
+    /// not yet removed where counting precisely would need a scan; each store says.
+    async fn count(&self) -> Result<u64, Error>;
+}
+
+#[async_trait]
+impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
+    async fn load(&self, key: &IdHash) -> Result<Option<Record>, Error> {
+        (**self).load(key).await
+    }
+    async fn create(&self, key: &IdHash, record: &Record) -> Result<bool, Error> {
+        (**self).create(key, record).await
+    }
+    async fn apply(&self, key: &IdHash, delta: &Delta) -> Result<bool, Error> {
+        (**self).apply(key, delta).await
+    }
+    async fn rotate(&self, from: &IdHash, to: &IdHash, delta: &Delta) -> Result<bool, Error> {
+        (**self).rotate(from, to, delta).await
+    }
+    async fn delete(&self, key: &IdHash) -> Result<bool, Error> {
+        (**self).delete(key).await
+    }
+    async fn list_user(&self, user_id: &str) -> Result<Vec<SessionInfo>, Error> {
+        (**self).list_user(user_id).await
+    }
+    async fn delete_user(&self, user_id: &str, keep: Option<&IdHash>) -> Result<u64, Error> {
+        (**self).delete_user(user_id, keep).await
+    }
+    async fn delete_user_session(&self, user_id: &str, key: &IdHash) -> Result<bool, Error> {
+        (**self).delete_user_session(user_id, key).await
+    }
+    async fn count_user(&self, user_id: &str) -> Result<u64, Error> {
+        (**self).count_user(user_id).await
+    }
+    async fn delete_expired(&self) -> Result<u64, Error> {
+        (**self).delete_expired().await
+    }
+    async fn count(&self) -> Result<u64, Error> {
+        (**self).count().await
+    }
+}
