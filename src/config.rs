@@ -195,9 +195,9 @@ impl Config {
 /// Whether `text` can be a cookie name (an HTTP token, RFC 6265).
 pub(crate) fn is_cookie_name(text: &str) -> bool {
     !text.is_empty()
-        && text.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Whether `text` can be a cookie attribute value (`Path`, `Domain`).

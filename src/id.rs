@@ -245,7 +245,11 @@ mod tests {
         let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let mut bytes = Id::random().unwrap().expose_secret().into_bytes();
         let index = alphabet.iter().position(|b| *b == bytes[42]).unwrap();
-        assert_eq!(index % 4, 0, "canonical encodings end on a multiple of four");
+        assert_eq!(
+            index % 4,
+            0,
+            "canonical encodings end on a multiple of four"
+        );
         bytes[42] = alphabet[index + 1];
         assert!(Id::parse(&bytes).is_none());
     }

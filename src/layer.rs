@@ -113,7 +113,10 @@ impl SessionLayer {
     /// # Panics
     /// If `domain` is empty or holds characters a cookie attribute cannot.
     pub fn with_domain(mut self, domain: &str) -> Self {
-        assert!(is_attribute_value(domain), "invalid cookie domain {domain:?}");
+        assert!(
+            is_attribute_value(domain),
+            "invalid cookie domain {domain:?}"
+        );
         self.config.domain = Some(domain.to_owned());
         self
     }

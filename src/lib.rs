@@ -82,3 +82,4 @@ pub use session::{Key, Session};
 #[cfg(feature = "memory")]
 pub use store::memory::MemoryStore;
 pub use store::SessionStore;
+// Store re-exports, one line per store:

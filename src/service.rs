@@ -171,7 +171,11 @@ where
 /// Adds the new cookie or header to the response, and `Cache-Control: no-store` with a
 /// cookie (a shared cache must never hand one client's session cookie to another) unless
 /// the handler chose its own.
-fn attach<B>(mut response: Response<B>, outgoing: Option<Outgoing>, config: &Config) -> Response<B> {
+fn attach<B>(
+    mut response: Response<B>,
+    outgoing: Option<Outgoing>,
+    config: &Config,
+) -> Response<B> {
     let headers = response.headers_mut();
     match outgoing {
         None => {}
@@ -234,7 +238,10 @@ fn read_id(config: &Config, cookie_name: &str, headers: &HeaderMap) -> (Option<I
             return (id, Transport::Header);
         }
     }
-    (cookie_id(headers, cookie_name.as_bytes()), Transport::Cookie)
+    (
+        cookie_id(headers, cookie_name.as_bytes()),
+        Transport::Cookie,
+    )
 }
 
 /// The session ID in the request's cookies, if exactly one cookie has our name and its
@@ -268,7 +275,9 @@ fn client_ip(extensions: &http::Extensions) -> Option<IpAddr> {
     if let Some(info) = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
         return Some(info.0.ip());
     }
-    extensions.get::<std::net::SocketAddr>().map(|addr| addr.ip())
+    extensions
+        .get::<std::net::SocketAddr>()
+        .map(|addr| addr.ip())
 }
 
 #[cfg(test)]
@@ -318,16 +327,24 @@ mod tests {
         let (a, b) = (Id::random().unwrap(), Id::random().unwrap());
         let config = Config::default();
         let dup = format!("id={}; id={}", a.expose_secret(), b.expose_secret());
-        assert!(read_id(&config, &headers(&[("cookie", dup.as_bytes())])).0.is_none());
+        assert!(read_id(&config, &headers(&[("cookie", dup.as_bytes())]))
+            .0
+            .is_none());
         let same_twice = format!("id={0}; id={0}", a.expose_secret());
         let map = headers(&[("cookie", same_twice.as_bytes())]);
         assert!(read_id(&config, &map).0.is_none());
         let big = format!("id={}", "A".repeat(8192));
-        assert!(read_id(&config, &headers(&[("cookie", big.as_bytes())])).0.is_none());
+        assert!(read_id(&config, &headers(&[("cookie", big.as_bytes())]))
+            .0
+            .is_none());
         let binary: &[u8] = b"id=\xff\xfe\xfd";
-        assert!(read_id(&config, &headers(&[("cookie", binary)])).0.is_none());
+        assert!(read_id(&config, &headers(&[("cookie", binary)]))
+            .0
+            .is_none());
         let quoted = format!("id=\"{}\"", a.expose_secret());
-        assert!(read_id(&config, &headers(&[("cookie", quoted.as_bytes())])).0.is_none());
+        assert!(read_id(&config, &headers(&[("cookie", quoted.as_bytes())]))
+            .0
+            .is_none());
     }
 
     #[test]
@@ -366,7 +383,9 @@ mod tests {
         };
         let id = Id::random().unwrap().expose_secret();
         let plain = format!("id={id}");
-        assert!(read_id(&config, &headers(&[("cookie", plain.as_bytes())])).0.is_none());
+        assert!(read_id(&config, &headers(&[("cookie", plain.as_bytes())]))
+            .0
+            .is_none());
         let prefixed = format!("__Host-id={id}");
         let map = headers(&[("cookie", prefixed.as_bytes())]);
         assert!(read_id(&config, &map).0.is_some());

@@ -207,10 +207,12 @@ impl Session {
         let record = self.ensure_record(&mut state)?;
         record.user_id = Some(user_id.clone());
         record.created_at = now;
+        record.last_seen = now;
         let deadlines = self.deadlines(now, now, record.remember_me);
         apply_deadlines(record, deadlines);
         state.delta.user_id = Some(Some(user_id));
         state.delta.created_at = Some(now);
+        state.delta.last_seen = Some(now);
         state.delta.deadlines = Some(deadlines);
         self.rotate(&mut state)
     }
@@ -414,30 +416,41 @@ impl Session {
             return Ok(None);
         }
         let store = &self.shared.store;
+        let mut destroyed = false;
         if state.destroy {
             if let Some(old) = state.stored.take() {
                 self.call(store.delete(&old)).await?;
+                destroyed = true;
                 tracing::info!(target: "sessionware::event", session = %old.short(), "logged out");
             }
         }
+        // Only the request that ended a session tells the client to forget its cookie: for
+        // an ID that is merely unknown, a removal could overwrite a newer cookie that a
+        // concurrent login just set.
+        let removal = || destroyed.then(|| self.removal()).flatten();
         let Some(record) = state.record.as_ref() else {
-            return Ok(self.removal());
+            return Ok(removal());
         };
         match (state.stored, state.fresh.clone()) {
             // A new session: stored only once there is something in it worth keeping.
-            (None, Some(_)) if is_blank(record) => Ok(self.removal()),
+            (None, Some(_)) if is_blank(record) => Ok(removal()),
             (None, Some(fresh)) => {
+                if !destroyed {
+                    self.refuse_if_rotated_away().await?;
+                }
                 let id = self.create(&mut state, fresh).await?;
                 Ok(Some(self.outgoing(&id, &state)))
             }
             (Some(old), Some(fresh)) => {
-                let moved = self.call(store.rotate(&old, &fresh.hash(), &state.delta)).await?;
+                let moved = self
+                    .call(store.rotate(&old, &fresh.hash(), &state.delta))
+                    .await?;
                 if !moved {
                     return Err(Error::session_ended());
                 }
                 tracing::info!(
                     target: "sessionware::event",
-                    from = %old.short(), to = %fresh, "session ID rotated"
+                    from = %old.short(), to = %fresh.hash().short(), "session ID rotated"
                 );
                 Ok(Some(self.outgoing(&fresh, &state)))
             }
@@ -449,7 +462,9 @@ impl Session {
                     }
                 }
                 match &self.shared.incoming {
-                    Some(id) if state.reissue_cookie && self.shared.transport == Transport::Cookie => {
+                    Some(id)
+                        if state.reissue_cookie && self.shared.transport == Transport::Cookie =>
+                    {
                         Ok(Some(self.outgoing(id, &state)))
                     }
                     _ => Ok(None),
@@ -459,12 +474,32 @@ impl Session {
         }
     }
 
+    /// A request that was in flight while its session was rotated arrives with the old ID,
+    /// finds nothing, and would start a new session whose cookie overwrites the rotated
+    /// one, silently logging the user out. The store's rotation tombstone tells it apart
+    /// from an ID that is merely unknown or expired: such a request is refused instead.
+    async fn refuse_if_rotated_away(&self) -> Result<(), Error> {
+        let Some(incoming) = &self.shared.incoming else {
+            return Ok(());
+        };
+        if self
+            .call(self.shared.store.rotated_away(&incoming.hash()))
+            .await?
+        {
+            return Err(Error::session_ended());
+        }
+        Ok(())
+    }
+
     /// Files a new session under a fresh ID, drawing another should it ever collide.
     async fn create(&self, state: &mut State, mut id: Id) -> Result<Id, Error> {
         let record = state.record.as_ref().expect("a new session has a record");
         for _ in 0..CREATE_ATTEMPTS {
-            if self.call(self.shared.store.create(&id.hash(), record)).await? {
-                tracing::info!(target: "sessionware::event", session = %id, "session created");
+            if self
+                .call(self.shared.store.create(&id.hash(), record))
+                .await?
+            {
+                tracing::info!(target: "sessionware::event", session = %id.hash().short(), "session created");
                 state.fresh = Some(id.clone());
                 return Ok(id);
             }
@@ -492,10 +527,10 @@ impl Session {
         }
     }
 
-    /// Tells a cookie client that sent an ID to forget it (after a logout, or when the ID
-    /// it sent is not a live session and none replaces it).
+    /// Tells a cookie client that sent an ID to forget it.
     fn removal(&self) -> Option<Outgoing> {
-        let sent_cookie = self.shared.incoming.is_some() && self.shared.transport == Transport::Cookie;
+        let sent_cookie =
+            self.shared.incoming.is_some() && self.shared.transport == Transport::Cookie;
         sent_cookie.then(|| Outgoing::Cookie(self.shared.config.removal_cookie()))
     }
 }

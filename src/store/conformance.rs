@@ -26,7 +26,7 @@
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -35,6 +35,7 @@ use std::time::Duration as StdDuration;
 use http::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 use time::{Duration, OffsetDateTime};
+use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -75,6 +76,7 @@ macro_rules! store_conformance_tests {
             extended_deadline_keeps_a_session_alive,
             rotate_moves_record_and_index,
             rotate_of_a_missing_session_writes_nothing,
+            rotation_leaves_a_tombstone_that_is_not_a_session,
             delete_reports_whether_a_session_was_there,
             per_user_listing_counting_and_revocation,
             revoking_by_key_checks_the_owner,
@@ -142,7 +144,11 @@ fn assert_same_record(got: &Record, want: &Record) {
     assert_eq!(got.user_id, want.user_id, "user_id");
     assert_eq!(ms(got.created_at), ms(want.created_at), "created_at");
     assert_eq!(ms(got.last_seen), ms(want.last_seen), "last_seen");
-    assert_eq!(ms(got.idle_deadline), ms(want.idle_deadline), "idle_deadline");
+    assert_eq!(
+        ms(got.idle_deadline),
+        ms(want.idle_deadline),
+        "idle_deadline"
+    );
     assert_eq!(
         ms(got.absolute_deadline),
         ms(want.absolute_deadline),
@@ -158,7 +164,9 @@ pub async fn round_trip_keeps_every_field<H: Harness>(harness: &H) {
     let store = harness.fresh().await;
     let mut record = record_for(Some("ann"));
     record.data.insert("n".into(), json!(7));
-    record.data.insert("prefs".into(), json!({"theme": "dark", "sizes": [1, 2]}));
+    record
+        .data
+        .insert("prefs".into(), json!({"theme": "dark", "sizes": [1, 2]}));
     record.remember_me = true;
     record.ip = Some("203.0.113.9".into());
     record.user_agent = Some("Mozilla/5.0 (X11; Linux x86_64)".into());
@@ -175,7 +183,10 @@ pub async fn create_refuses_a_live_key<H: Harness>(harness: &H) {
     let key = created(&store, &first).await;
     let mut second = record_for(Some("mallory"));
     second.data.insert("owner".into(), json!("second"));
-    assert!(!store.create(&key, &second).await.unwrap(), "create over a live key");
+    assert!(
+        !store.create(&key, &second).await.unwrap(),
+        "create over a live key"
+    );
     assert_eq!(load(&store, &key).await.unwrap().data["owner"], "first");
     assert!(store.list_user("mallory").await.unwrap().is_empty());
 }
@@ -190,7 +201,9 @@ pub async fn missing_key_loads_none<H: Harness>(harness: &H) {
 pub async fn apply_changes_only_named_keys<H: Harness>(harness: &H) {
     let store = harness.fresh().await;
     let mut record = record_for(None);
-    record.data.insert("keep".into(), json!({"unknown": "shape"}));
+    record
+        .data
+        .insert("keep".into(), json!({"unknown": "shape"}));
     record.data.insert("drop".into(), json!(1));
     record.data.insert("change".into(), json!("old"));
     let key = created(&store, &record).await;
@@ -215,7 +228,10 @@ pub async fn apply_to_a_missing_session_writes_nothing<H: Harness>(harness: &H) 
     let mut delta = delta_setting("x", json!(1));
     delta.user_id = Some(Some("ann".into()));
     assert!(!store.apply(&ghost, &delta).await.unwrap());
-    assert!(load(&store, &ghost).await.is_none(), "apply created a session");
+    assert!(
+        load(&store, &ghost).await.is_none(),
+        "apply created a session"
+    );
     assert!(store.list_user("ann").await.unwrap().is_empty());
     assert_eq!(store.count().await.unwrap(), 0);
 }
@@ -234,7 +250,11 @@ pub async fn clear_removes_every_key_then_sets<H: Harness>(harness: &H) {
     let loaded = load(&store, &key).await.unwrap();
     assert_eq!(loaded.data.len(), 1);
     assert_eq!(loaded.data["c"], 3);
-    assert_eq!(loaded.user_id.as_deref(), Some("ann"), "clear keeps the user");
+    assert_eq!(
+        loaded.user_id.as_deref(),
+        Some("ann"),
+        "clear keeps the user"
+    );
 }
 
 /// Changing a session's user moves it in the per-user index.
@@ -263,13 +283,22 @@ pub async fn expired_sessions_are_absent_before_cleanup<H: Harness>(harness: &H)
     let key = created(&store, &record).await;
     assert!(load(&store, &key).await.is_some());
     tokio::time::sleep(StdDuration::from_millis(600)).await;
-    assert!(load(&store, &key).await.is_none(), "load of an expired session");
     assert!(
-        !store.apply(&key, &delta_setting("x", json!(1))).await.unwrap(),
+        load(&store, &key).await.is_none(),
+        "load of an expired session"
+    );
+    assert!(
+        !store
+            .apply(&key, &delta_setting("x", json!(1)))
+            .await
+            .unwrap(),
         "apply to an expired session"
     );
     assert!(
-        !store.rotate(&key, &self::key(), &Delta::default()).await.unwrap(),
+        !store
+            .rotate(&key, &self::key(), &Delta::default())
+            .await
+            .unwrap(),
         "rotate of an expired session"
     );
     assert!(store.list_user("ann").await.unwrap().is_empty(), "listed");
@@ -296,7 +325,10 @@ pub async fn extended_deadline_keeps_a_session_alive<H: Harness>(harness: &H) {
     delta.last_seen = Some(now());
     assert!(store.apply(&key, &delta).await.unwrap());
     tokio::time::sleep(StdDuration::from_millis(600)).await;
-    assert!(load(&store, &key).await.is_some(), "extended session expired");
+    assert!(
+        load(&store, &key).await.is_some(),
+        "extended session expired"
+    );
 }
 
 /// Rotation moves data and index entry to the new key; the old key finds nothing.
@@ -324,13 +356,56 @@ pub async fn rotate_moves_record_and_index<H: Harness>(harness: &H) {
 pub async fn rotate_of_a_missing_session_writes_nothing<H: Harness>(harness: &H) {
     let store = harness.fresh().await;
     let (ghost, target) = (key(), key());
-    assert!(!store.rotate(&ghost, &target, &Delta::default()).await.unwrap());
+    assert!(!store
+        .rotate(&ghost, &target, &Delta::default())
+        .await
+        .unwrap());
     assert!(load(&store, &target).await.is_none());
     let deleted = created(&store, &record_for(Some("ann"))).await;
     assert!(store.delete(&deleted).await.unwrap());
-    assert!(!store.rotate(&deleted, &target, &Delta::default()).await.unwrap());
+    assert!(!store
+        .rotate(&deleted, &target, &Delta::default())
+        .await
+        .unwrap());
     assert!(load(&store, &target).await.is_none());
     assert!(store.list_user("ann").await.unwrap().is_empty());
+}
+
+/// A rotation leaves a tombstone under the old key, and nothing else: no session to load,
+/// list or count. A delete leaves none.
+pub async fn rotation_leaves_a_tombstone_that_is_not_a_session<H: Harness>(harness: &H) {
+    let store = harness.fresh().await;
+    let twin = harness.twin(&store).await;
+    let old = created(&store, &record_for(Some("ann"))).await;
+    let new = key();
+    assert!(
+        !store.rotated_away(&old).await.unwrap(),
+        "tombstone before rotation"
+    );
+    assert!(store.rotate(&old, &new, &Delta::default()).await.unwrap());
+    assert!(
+        store.rotated_away(&old).await.unwrap(),
+        "no tombstone after rotation"
+    );
+    assert!(
+        twin.rotated_away(&old).await.unwrap(),
+        "tombstone not shared"
+    );
+    assert!(!store.rotated_away(&new).await.unwrap());
+    assert!(!store.rotated_away(&key()).await.unwrap());
+    assert!(load(&store, &old).await.is_none());
+    assert_eq!(store.count().await.unwrap(), 1, "a tombstone was counted");
+    assert_eq!(
+        store.count_user("ann").await.unwrap(),
+        1,
+        "a tombstone was listed"
+    );
+    let deleted = created(&store, &record_for(None)).await;
+    assert!(store.delete(&deleted).await.unwrap());
+    assert!(
+        !store.rotated_away(&deleted).await.unwrap(),
+        "delete left a tombstone"
+    );
 }
 
 /// `delete` reports whether a live session was there, and it is gone afterwards.
@@ -360,20 +435,28 @@ pub async fn per_user_listing_counting_and_revocation<H: Harness>(harness: &H) {
     assert_eq!(listed.iter().map(|s| s.key).collect::<BTreeSet<_>>(), anns);
     let agents: BTreeSet<_> = listed.iter().filter_map(|s| s.user_agent.clone()).collect();
     assert_eq!(agents.len(), 3, "metadata is listed");
-    assert!(listed.iter().all(|s| s.ip.as_deref() == Some("198.51.100.4")));
+    assert!(listed
+        .iter()
+        .all(|s| s.ip.as_deref() == Some("198.51.100.4")));
     assert!(listed.iter().all(|s| s.user_id.as_deref() == Some("ann")));
     assert_eq!(store.count_user("ann").await.unwrap(), 3);
 
     let current = *anns.first().unwrap();
     assert_eq!(store.delete_user("ann", Some(&current)).await.unwrap(), 2);
     let left = store.list_user("ann").await.unwrap();
-    assert_eq!(left.iter().map(|s| s.key).collect::<Vec<_>>(), vec![current]);
+    assert_eq!(
+        left.iter().map(|s| s.key).collect::<Vec<_>>(),
+        vec![current]
+    );
     assert_eq!(store.delete_user("ann", None).await.unwrap(), 1);
     assert_eq!(store.count_user("ann").await.unwrap(), 0);
     assert_eq!(store.delete_user("nobody", None).await.unwrap(), 0);
 
     assert!(load(&store, &bob).await.is_some(), "another user's session");
-    assert!(load(&store, &anonymous).await.is_some(), "an anonymous session");
+    assert!(
+        load(&store, &anonymous).await.is_some(),
+        "an anonymous session"
+    );
 }
 
 /// Revoking one session by key works only for its owner.
@@ -403,7 +486,10 @@ pub async fn delete_expired_leaves_live_sessions<H: Harness>(harness: &H) {
     let removed = store.delete_expired().await.unwrap();
     assert!(removed <= 5, "removed {removed} of 5 expired sessions");
     for key in &live {
-        assert!(load(&store, key).await.is_some(), "cleanup removed a live session");
+        assert!(
+            load(&store, key).await.is_some(),
+            "cleanup removed a live session"
+        );
     }
     assert_eq!(store.count_user("ann").await.unwrap(), 3);
     assert_eq!(store.count().await.unwrap(), 3);
@@ -449,7 +535,11 @@ pub async fn concurrent_deltas_on_distinct_keys_all_survive<H: Harness>(harness:
     let key = created(&store, &record_for(None)).await;
     let tasks: Vec<_> = (0..50)
         .map(|i| {
-            let store = if i % 2 == 0 { store.clone() } else { twin.clone() };
+            let store = if i % 2 == 0 {
+                store.clone()
+            } else {
+                twin.clone()
+            };
             tokio::spawn(async move {
                 store
                     .apply(&key, &delta_setting(&format!("k{i}"), json!(i)))
@@ -461,7 +551,9 @@ pub async fn concurrent_deltas_on_distinct_keys_all_survive<H: Harness>(harness:
         assert!(task.await.unwrap().unwrap(), "a delta on a live session");
     }
     let data = load(&store, &key).await.unwrap().data;
-    let lost: Vec<_> = (0..50).filter(|i| data.get(&format!("k{i}")) != Some(&json!(i))).collect();
+    let lost: Vec<_> = (0..50)
+        .filter(|i| data.get(&format!("k{i}")) != Some(&json!(i)))
+        .collect();
     assert!(lost.is_empty(), "lost keys {lost:?}");
 }
 
@@ -473,7 +565,11 @@ pub async fn delete_racing_with_deltas_never_resurrects<H: Harness>(harness: &H)
         let key = created(&store, &record_for(Some("ann"))).await;
         let mut tasks = Vec::new();
         for i in 0..20 {
-            let handle = if i % 2 == 0 { store.clone() } else { twin.clone() };
+            let handle = if i % 2 == 0 {
+                store.clone()
+            } else {
+                twin.clone()
+            };
             tasks.push(tokio::spawn(async move {
                 handle
                     .apply(&key, &delta_setting(&format!("k{i}"), json!(i)))
@@ -482,13 +578,18 @@ pub async fn delete_racing_with_deltas_never_resurrects<H: Harness>(harness: &H)
             }));
             if i == 10 {
                 let store = store.clone();
-                tasks.push(tokio::spawn(async move { store.delete(&key).await.map(|_| ()) }));
+                tasks.push(tokio::spawn(
+                    async move { store.delete(&key).await.map(|_| ()) },
+                ));
             }
         }
         for task in tasks {
             task.await.unwrap().unwrap();
         }
-        assert!(load(&store, &key).await.is_none(), "a delta resurrected the session");
+        assert!(
+            load(&store, &key).await.is_none(),
+            "a delta resurrected the session"
+        );
         assert!(store.list_user("ann").await.unwrap().is_empty());
     }
 }
@@ -501,7 +602,11 @@ pub async fn rotate_racing_with_deltas_leaves_one_record<H: Harness>(harness: &H
     let new = key();
     let mut tasks = Vec::new();
     for i in 0..20 {
-        let handle = if i % 2 == 0 { store.clone() } else { twin.clone() };
+        let handle = if i % 2 == 0 {
+            store.clone()
+        } else {
+            twin.clone()
+        };
         tasks.push(tokio::spawn(async move {
             handle
                 .apply(&old, &delta_setting(&format!("k{i}"), json!(i)))
@@ -580,14 +685,12 @@ fn app<S: SessionStore>(store: S) -> App {
 }
 
 async fn send(app: &App, path: &str, cookie: Option<&str>) -> Response<String> {
-    let mut app = app.clone();
     let mut request = Request::get(path);
     if let Some(id) = cookie {
         request = request.header("cookie", format!("id={id}"));
     }
     let request = request.body(String::new()).expect("a valid request");
-    poll_fn(|cx| app.poll_ready(cx)).await.expect("ready");
-    app.call(request).await.expect("infallible")
+    app.clone().oneshot(request).await.expect("infallible")
 }
 
 /// The session ID a response's `Set-Cookie` hands out, if any.
@@ -598,7 +701,9 @@ fn issued_id(response: &Response<String>) -> Option<String> {
 }
 
 fn hash_of(id: &str) -> IdHash {
-    Id::parse(id.as_bytes()).expect("an issued ID parses").hash()
+    Id::parse(id.as_bytes())
+        .expect("an issued ID parses")
+        .hash()
 }
 
 async fn new_session(app: &App) -> String {
@@ -616,7 +721,10 @@ pub async fn layer_concurrent_requests_keep_all_keys<H: Harness>(harness: &H) {
     let id = new_session(&one).await;
     let tasks: Vec<_> = (0..50)
         .map(|i| {
-            let (app, id) = (if i % 2 == 0 { one.clone() } else { two.clone() }, id.clone());
+            let (app, id) = (
+                if i % 2 == 0 { one.clone() } else { two.clone() },
+                id.clone(),
+            );
             tokio::spawn(async move { send(&app, &format!("/set/k{i}/v{i}"), Some(&id)).await })
         })
         .collect();
@@ -644,13 +752,18 @@ pub async fn layer_logout_racing_with_writes_leaves_no_record<H: Harness>(harnes
             .expect("login issues a new ID");
         let mut tasks = Vec::new();
         for i in 0..20 {
-            let (app, id) = (if i % 2 == 0 { one.clone() } else { two.clone() }, id.clone());
+            let (app, id) = (
+                if i % 2 == 0 { one.clone() } else { two.clone() },
+                id.clone(),
+            );
             let path = if i == 10 {
                 "/logout".to_owned()
             } else {
                 format!("/set/k{i}/v")
             };
-            tasks.push(tokio::spawn(async move { send(&app, &path, Some(&id)).await }));
+            tasks.push(tokio::spawn(
+                async move { send(&app, &path, Some(&id)).await },
+            ));
         }
         for task in tasks {
             let status = task.await.unwrap().status();
@@ -659,7 +772,10 @@ pub async fn layer_logout_racing_with_writes_leaves_no_record<H: Harness>(harnes
                 "unexpected {status}"
             );
         }
-        assert!(load(&store, &hash_of(&id)).await.is_none(), "record survived logout");
+        assert!(
+            load(&store, &hash_of(&id)).await.is_none(),
+            "record survived logout"
+        );
         assert!(store.list_user(&user).await.unwrap().is_empty());
         let after = send(&one, "/get/seed", Some(&id)).await;
         assert_eq!(after.body(), "", "the logged-out ID still reads data");
@@ -676,26 +792,49 @@ pub async fn layer_rotation_racing_with_writes_leaves_one_live_record<H: Harness
     let id = issued_id(&send(&one, "/login/rotor", Some(&id)).await).unwrap();
     let mut tasks = Vec::new();
     for i in 0..20 {
-        let (app, id) = (if i % 2 == 0 { one.clone() } else { two.clone() }, id.clone());
+        let (app, id) = (
+            if i % 2 == 0 { one.clone() } else { two.clone() },
+            id.clone(),
+        );
         let path = if i == 10 {
             "/cycle".to_owned()
         } else {
             format!("/set/k{i}/v")
         };
-        tasks.push(tokio::spawn(async move { (i, send(&app, &path, Some(&id)).await) }));
+        tasks.push(tokio::spawn(async move {
+            (i, send(&app, &path, Some(&id)).await)
+        }));
     }
     let mut rotated = None;
+    let mut acknowledged = Vec::new();
     for task in tasks {
         let (i, response) = task.await.unwrap();
         let status = response.status();
-        assert!(status == StatusCode::OK || status == StatusCode::CONFLICT, "{status}");
+        assert!(
+            status == StatusCode::OK || status == StatusCode::CONFLICT,
+            "{status}"
+        );
         if i == 10 {
             assert_eq!(status, StatusCode::OK);
             rotated = issued_id(&response);
+        } else if status == StatusCode::OK {
+            acknowledged.push(format!("k{i}"));
+        } else {
+            assert!(
+                response.headers().get("set-cookie").is_none(),
+                "a refused stale write must not overwrite the rotated cookie"
+            );
         }
     }
     let rotated = rotated.expect("the rotation issued a new ID");
-    assert!(load(&store, &hash_of(&id)).await.is_none(), "the old ID still works");
+    let data = load(&store, &hash_of(&rotated)).await.unwrap().data;
+    for key in &acknowledged {
+        assert!(data.contains_key(key), "write {key} got a 200 but was lost");
+    }
+    assert!(
+        load(&store, &hash_of(&id)).await.is_none(),
+        "the old ID still works"
+    );
     let listed = store.list_user("rotor").await.unwrap();
     assert_eq!(listed.len(), 1, "exactly one live record");
     assert_eq!(listed[0].key, hash_of(&rotated));
@@ -714,7 +853,10 @@ pub async fn layer_same_key_last_writer_wins<H: Harness>(harness: &H) {
     let id = new_session(&one).await;
     let tasks: Vec<_> = (0..20)
         .map(|i| {
-            let (app, id) = (if i % 2 == 0 { one.clone() } else { two.clone() }, id.clone());
+            let (app, id) = (
+                if i % 2 == 0 { one.clone() } else { two.clone() },
+                id.clone(),
+            );
             tokio::spawn(async move { send(&app, &format!("/set/shared/v{i}"), Some(&id)).await })
         })
         .collect();
@@ -745,7 +887,10 @@ pub async fn layer_login_rotates_and_logout_destroys<H: Harness>(harness: &H) {
 
     let logout = send(&app, "/logout", Some(&id)).await;
     let cookie = logout.headers()["set-cookie"].to_str().unwrap();
-    assert!(cookie.starts_with("id=;") && cookie.contains("Max-Age=0"), "{cookie}");
+    assert!(
+        cookie.starts_with("id=;") && cookie.contains("Max-Age=0"),
+        "{cookie}"
+    );
     assert!(load(&store, &hash_of(&id)).await.is_none());
     assert_eq!(store.count().await.unwrap(), 0);
 }

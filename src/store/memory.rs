@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::SessionStore;
+use super::{SessionStore, ROTATION_TOMBSTONE};
 use crate::error::Error;
 use crate::id::IdHash;
 use crate::record::{Delta, Record, SessionInfo};
@@ -31,8 +31,16 @@ use crate::record::{Delta, Record, SessionInfo};
 const SHARDS: usize = 256;
 const DEFAULT_PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
-type Sessions = HashMap<IdHash, Record>;
 type UserIndex = HashMap<String, HashSet<IdHash>>;
+
+/// One lock's worth of sessions, with the rotation tombstones of keys in the same shard
+/// (so a rotation writes both under one lock).
+#[derive(Default)]
+struct Shard {
+    sessions: HashMap<IdHash, Record>,
+    /// Keys rotated away, and until when to say so.
+    tombstones: HashMap<IdHash, OffsetDateTime>,
+}
 
 /// An in-process session store. Cheap to clone: clones share the same sessions.
 #[derive(Clone)]
@@ -41,7 +49,7 @@ pub struct MemoryStore {
 }
 
 struct Inner {
-    sessions: Box<[Mutex<Sessions>]>,
+    shards: Box<[Mutex<Shard>]>,
     users: Box<[Mutex<UserIndex>]>,
     user_hasher: RandomState,
     purge_interval: std::time::Duration,
@@ -78,10 +86,9 @@ impl MemoryStore {
     /// starts on the first session created inside a Tokio runtime and stops when the last
     /// clone of the store is dropped.
     pub fn with_purge_interval(interval: std::time::Duration) -> Self {
-        let shards = |_| Mutex::new(HashMap::new());
         Self {
             inner: Arc::new(Inner {
-                sessions: (0..SHARDS).map(shards).collect(),
+                shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
                 users: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
                 user_hasher: RandomState::new(),
                 purge_interval: interval,
@@ -121,8 +128,8 @@ impl Inner {
         usize::from(key.as_bytes()[0]) % SHARDS
     }
 
-    fn sessions(&self, key: &IdHash) -> MutexGuard<'_, Sessions> {
-        lock(&self.sessions[self.shard(key)])
+    fn lock_shard(&self, key: &IdHash) -> MutexGuard<'_, Shard> {
+        lock(&self.shards[self.shard(key)])
     }
 
     fn users(&self, user_id: &str) -> MutexGuard<'_, UserIndex> {
@@ -172,9 +179,9 @@ impl Inner {
     fn remove_where(&self, key: &IdHash, remove_if: impl FnOnce(&Record) -> bool) -> bool {
         let now = OffsetDateTime::now_utc();
         let removed = {
-            let mut sessions = self.sessions(key);
-            match sessions.get(key) {
-                Some(record) if remove_if(record) => sessions.remove(key),
+            let mut shard = self.lock_shard(key);
+            match shard.sessions.get(key) {
+                Some(record) if remove_if(record) => shard.sessions.remove(key),
                 _ => None,
             }
         };
@@ -191,18 +198,23 @@ impl Inner {
 
     async fn purge_expired(&self, now: OffsetDateTime) -> u64 {
         let mut purged = 0;
-        for shard in self.sessions.iter() {
-            let mut expired_owners = Vec::new();
-            lock(shard).retain(|key, record| {
-                let keep = !record.is_expired(now);
-                if !keep {
-                    if let Some(user) = record.user_id.take() {
-                        expired_owners.push((user, *key));
+        for shard in self.shards.iter() {
+            let expired_owners = {
+                let mut shard = lock(shard);
+                shard.tombstones.retain(|_, until| *until > now);
+                let mut owners = Vec::new();
+                shard.sessions.retain(|key, record| {
+                    let keep = !record.is_expired(now);
+                    if !keep {
+                        if let Some(user) = record.user_id.take() {
+                            owners.push((user, *key));
+                        }
+                        purged += 1;
                     }
-                    purged += 1;
-                }
-                keep
-            });
+                    keep
+                });
+                owners
+            };
             for (user, key) in expired_owners {
                 self.unindex(&user, &key);
             }
@@ -218,8 +230,9 @@ impl Inner {
 impl SessionStore for MemoryStore {
     async fn load(&self, key: &IdHash) -> Result<Option<Record>, Error> {
         let now = OffsetDateTime::now_utc();
-        let sessions = self.inner.sessions(key);
-        Ok(sessions
+        let shard = self.inner.lock_shard(key);
+        Ok(shard
+            .sessions
             .get(key)
             .filter(|record| !record.is_expired(now))
             .cloned())
@@ -229,11 +242,15 @@ impl SessionStore for MemoryStore {
         self.start_purge_task();
         let now = OffsetDateTime::now_utc();
         let replaced = {
-            let mut sessions = self.inner.sessions(key);
-            if sessions.get(key).is_some_and(|old| !old.is_expired(now)) {
+            let mut shard = self.inner.lock_shard(key);
+            if shard
+                .sessions
+                .get(key)
+                .is_some_and(|old| !old.is_expired(now))
+            {
                 return Ok(false);
             }
-            sessions.insert(*key, record.clone())
+            shard.sessions.insert(*key, record.clone())
         };
         let before = replaced.as_ref().and_then(|old| old.user_id.as_deref());
         self.inner.reindex(*key, before, record.user_id.as_deref());
@@ -243,8 +260,8 @@ impl SessionStore for MemoryStore {
     async fn apply(&self, key: &IdHash, delta: &Delta) -> Result<bool, Error> {
         let now = OffsetDateTime::now_utc();
         let (before, after) = {
-            let mut sessions = self.inner.sessions(key);
-            let Some(record) = sessions.get_mut(key).filter(|r| !r.is_expired(now)) else {
+            let mut shard = self.inner.lock_shard(key);
+            let Some(record) = shard.sessions.get_mut(key).filter(|r| !r.is_expired(now)) else {
                 return Ok(false);
             };
             let before = record.user_id.clone();
@@ -260,16 +277,16 @@ impl SessionStore for MemoryStore {
         let now = OffsetDateTime::now_utc();
         let (from_shard, to_shard) = (self.inner.shard(from), self.inner.shard(to));
         let (before, after) = if from_shard == to_shard {
-            let mut sessions = lock(&self.inner.sessions[from_shard]);
-            match move_record(&mut sessions, None, from, to, delta, now) {
+            let mut shard = lock(&self.inner.shards[from_shard]);
+            match move_record(&mut shard, None, from, to, delta, now) {
                 Some(owners) => owners,
                 None => return Ok(false),
             }
         } else {
             // Two shards: lock in index order so two opposite rotations cannot deadlock.
             let (first, second) = (from_shard.min(to_shard), from_shard.max(to_shard));
-            let mut low = lock(&self.inner.sessions[first]);
-            let mut high = lock(&self.inner.sessions[second]);
+            let mut low = lock(&self.inner.shards[first]);
+            let mut high = lock(&self.inner.shards[second]);
             let (source, target) = if from_shard < to_shard {
                 (&mut *low, &mut *high)
             } else {
@@ -289,6 +306,12 @@ impl SessionStore for MemoryStore {
         Ok(true)
     }
 
+    async fn rotated_away(&self, key: &IdHash) -> Result<bool, Error> {
+        let now = OffsetDateTime::now_utc();
+        let shard = self.inner.lock_shard(key);
+        Ok(shard.tombstones.get(key).is_some_and(|until| *until > now))
+    }
+
     async fn delete(&self, key: &IdHash) -> Result<bool, Error> {
         Ok(self.inner.remove_where(key, |_| true))
     }
@@ -300,8 +323,9 @@ impl SessionStore for MemoryStore {
             .user_keys(user_id)
             .into_iter()
             .filter_map(|key| {
-                let sessions = self.inner.sessions(&key);
-                sessions
+                let shard = self.inner.lock_shard(&key);
+                shard
+                    .sessions
                     .get(&key)
                     .filter(|r| !r.is_expired(now) && r.user_id.as_deref() == Some(user_id))
                     .map(|r| r.info(key))
@@ -338,32 +362,43 @@ impl SessionStore for MemoryStore {
     async fn count(&self) -> Result<u64, Error> {
         let now = OffsetDateTime::now_utc();
         let mut live = 0;
-        for shard in self.inner.sessions.iter() {
-            live += lock(shard).values().filter(|r| !r.is_expired(now)).count() as u64;
+        for shard in self.inner.shards.iter() {
+            let shard = lock(shard);
+            live += shard
+                .sessions
+                .values()
+                .filter(|r| !r.is_expired(now))
+                .count() as u64;
         }
         Ok(live)
     }
 }
 
-/// Takes the live record under `from` out of `source`, applies `delta`, and files it under
-/// `to` (in `target`, or in `source` when both keys share a shard). Returns the owner
-/// before and after, or `None` (changing nothing) when `from` has no live record.
+/// Takes the live record under `from` out of `source`, leaves a tombstone in its place,
+/// applies `delta`, and files the record under `to` (in `target`, or in `source` when both
+/// keys share a shard). Returns the owner before and after, or `None` (changing nothing)
+/// when `from` has no live record.
 fn move_record(
-    source: &mut Sessions,
-    target: Option<&mut Sessions>,
+    source: &mut Shard,
+    target: Option<&mut Shard>,
     from: &IdHash,
     to: &IdHash,
     delta: &Delta,
     now: OffsetDateTime,
 ) -> Option<(Option<String>, Option<String>)> {
-    if !source.get(from).is_some_and(|r| !r.is_expired(now)) {
+    if !source
+        .sessions
+        .get(from)
+        .is_some_and(|r| !r.is_expired(now))
+    {
         return None;
     }
-    let mut record = source.remove(from)?;
+    let mut record = source.sessions.remove(from)?;
+    source.tombstones.insert(*from, now + ROTATION_TOMBSTONE);
     let before = record.user_id.clone();
     delta.apply_to(&mut record);
     let after = record.user_id.clone();
-    target.unwrap_or(source).insert(*to, record);
+    target.unwrap_or(source).sessions.insert(*to, record);
     Some((before, after))
 }
 
@@ -411,11 +446,14 @@ mod tests {
             .await
             .unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        assert!(store.inner.sessions(&dead).get(&dead).is_none());
+        assert!(store.inner.lock_shard(&dead).sessions.get(&dead).is_none());
         let weak = Arc::downgrade(&store.inner);
         drop(store);
         tokio::time::sleep(std::time::Duration::from_millis(60)).await;
-        assert!(weak.upgrade().is_none(), "the purge task let go of the store");
+        assert!(
+            weak.upgrade().is_none(),
+            "the purge task let go of the store"
+        );
     }
 
     #[tokio::test]

@@ -16,6 +16,11 @@
 //!   that cannot move a record in one step, such as Redis Cluster across slots, takes the
 //!   record out of the old key atomically first, so a concurrent request on the old key
 //!   fails closed rather than writing to a copy.)
+//! - **Rotation leaves a tombstone.** For [`ROTATION_TOMBSTONE`] after a rotation,
+//!   [`rotated_away`](SessionStore::rotated_away) reports the old key. The layer uses it
+//!   to refuse (409, no cookie) a write that arrives with the old ID from a request that
+//!   was in flight during the rotation, instead of starting a new session whose cookie
+//!   would overwrite the rotated one and silently log the user out.
 //! - **Per-user operations use an index**, costing O(that user's sessions).
 //! - **Corrupt records are absent.** A record that cannot be decoded is logged and treated
 //!   as absent, never a panic.
@@ -42,6 +47,7 @@
 //! ```
 
 use async_trait::async_trait;
+use time::Duration;
 
 use crate::error::Error;
 use crate::id::IdHash;
@@ -50,6 +56,14 @@ use crate::record::{Delta, Record, SessionInfo};
 pub mod conformance;
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub mod sql;
+
+/// How long a store remembers that a key was rotated away (see
+/// [`SessionStore::rotated_away`]): longer than any request should be in flight.
+pub const ROTATION_TOMBSTONE: Duration = Duration::minutes(5);
 
 /// A place to keep sessions. See the [module docs](self) for the contract.
 ///
@@ -73,6 +87,12 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Afterwards `from` finds nothing. Returns `false`, writing nothing, if `from` has no
     /// live record.
     async fn rotate(&self, from: &IdHash, to: &IdHash, delta: &Delta) -> Result<bool, Error>;
+
+    /// Whether `key` was moved away by [`rotate`](Self::rotate) within the last
+    /// [`ROTATION_TOMBSTONE`]. The tombstone must exist from the instant the record leaves
+    /// `key` (written in the same atomic step), must not be a session (it is never loaded,
+    /// listed or counted), and must expire by itself.
+    async fn rotated_away(&self, key: &IdHash) -> Result<bool, Error>;
 
     /// Deletes the record under `key`. Returns whether a live record was there.
     async fn delete(&self, key: &IdHash) -> Result<bool, Error>;
@@ -123,6 +143,9 @@ impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
     }
     async fn rotate(&self, from: &IdHash, to: &IdHash, delta: &Delta) -> Result<bool, Error> {
         (**self).rotate(from, to, delta).await
+    }
+    async fn rotated_away(&self, key: &IdHash) -> Result<bool, Error> {
+        (**self).rotated_away(key).await
     }
     async fn delete(&self, key: &IdHash) -> Result<bool, Error> {
         (**self).delete(key).await
