@@ -1,0 +1,869 @@
+//! The layer's behaviour seen from HTTP: requests through an axum router with
+//! `tower::ServiceExt::oneshot`, over a real `MemoryStore` (counted, and with faults
+//! injected where a test needs a failing store).
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration as StdDuration;
+
+use axum::body::Body;
+use axum::extract::Path;
+use axum::response::IntoResponse;
+use axum::routing::get as get_route;
+use axum::Router;
+use common::{get, send, Fault, Instrumented};
+use http::{Request, StatusCode};
+use serde_json::json;
+use sessionware::{
+    ErrorKind, Id, MemoryStore, Record, SameSite, Session, SessionLayer, SessionStore,
+};
+use time::{Duration, OffsetDateTime};
+
+type Store = Instrumented<MemoryStore>;
+
+fn store() -> Store {
+    Instrumented::new(MemoryStore::new())
+}
+
+/// Routes that exercise the session API: each returns its result as text, and a session
+/// error as the error's own response (so `?` is what is tested).
+fn routes() -> Router {
+    Router::new()
+        .route("/untouched", get_route(|| async { "no session here" }))
+        .route(
+            "/get/{key}",
+            get_route(|session: Session, Path(key): Path<String>| async move {
+                session
+                    .get::<serde_json::Value>(&key)
+                    .await
+                    .map(|v| v.map(|v| v.to_string()).unwrap_or_default())
+            }),
+        )
+        .route(
+            "/get-number/{key}",
+            get_route(|session: Session, Path(key): Path<String>| async move {
+                session.get::<u64>(&key).await.map(|v| format!("{v:?}"))
+            }),
+        )
+        .route(
+            "/set/{key}/{value}",
+            get_route(
+                |session: Session, Path((key, value)): Path<(String, String)>| async move {
+                    session.insert(&key, value).await.map(|_| "saved")
+                },
+            ),
+        )
+        .route(
+            "/login/{user}",
+            get_route(|session: Session, Path(user): Path<String>| async move {
+                session.login(user).await.map(|_| "logged in")
+            }),
+        )
+        .route(
+            "/logout",
+            get_route(|session: Session| async move { session.logout().await.map(|_| "bye") }),
+        )
+        .route(
+            "/logout-then-set",
+            get_route(|session: Session| async move {
+                session.logout().await?;
+                session.insert("flash", "logged out").await.map(|_| "bye")
+            }),
+        )
+        .route(
+            "/cycle",
+            get_route(|session: Session| async move { session.cycle_id().await.map(|_| "new id") }),
+        )
+        .route(
+            "/whoami",
+            get_route(|session: Session| async move {
+                session.user_id().await.map(|u| u.unwrap_or_default())
+            }),
+        )
+        .route(
+            "/remember",
+            get_route(|session: Session| async move {
+                session.set_remember_me(true).await.map(|_| "remembered")
+            }),
+        )
+        .route(
+            "/revoke-others",
+            get_route(|session: Session| async move {
+                session.revoke_other_sessions().await.map(|n| n.to_string())
+            }),
+        )
+        .route(
+            "/revoke/{key}",
+            get_route(|session: Session, Path(key): Path<String>| async move {
+                let key = key.parse().expect("a key from a listing");
+                session.revoke_session(&key).await.map(|ok| ok.to_string())
+            }),
+        )
+        .route(
+            "/devices",
+            get_route(|session: Session| async move {
+                let devices = session.user_sessions().await?;
+                Ok::<_, sessionware::Error>(axum::Json(devices))
+            }),
+        )
+        .route(
+            "/cached",
+            get_route(|session: Session| async move {
+                session.insert("k", "v").await?;
+                Ok::<_, sessionware::Error>(
+                    ([("cache-control", "private, max-age=60")], "cached").into_response(),
+                )
+            }),
+        )
+}
+
+fn app_with(layer: SessionLayer) -> Router {
+    routes().layer(layer)
+}
+
+fn app(store: &Store) -> Router {
+    app_with(SessionLayer::new(store.clone()))
+}
+
+async fn new_session(app: &Router) -> String {
+    let reply = send(app, get("/set/seed/0", None)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    reply.cookie("id").expect("a new session sets a cookie")
+}
+
+fn hash(id: &str) -> sessionware::IdHash {
+    Id::parse(id.as_bytes()).expect("a well-formed ID").hash()
+}
+
+// ---- 1. Lazy ----
+
+#[tokio::test]
+async fn untouched_session_costs_no_store_call_and_sets_no_cookie() {
+    let store = store();
+    let app = app(&store);
+    let id = new_session(&app).await;
+    let before = store.counts.total();
+    for cookie in [None, Some(id.as_str())] {
+        let reply = send(&app, get("/untouched", cookie)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(reply.headers.get("set-cookie").is_none());
+        assert!(reply.headers.get("cache-control").is_none());
+    }
+    assert_eq!(
+        store.counts.total(),
+        before,
+        "an untouched session called the store"
+    );
+}
+
+#[tokio::test]
+async fn reading_a_session_writes_nothing() {
+    let store = store();
+    let app = app(&store);
+    let id = new_session(&app).await;
+    for _ in 0..10 {
+        let reply = send(&app, get("/get/seed", Some(&id))).await;
+        assert_eq!(reply.body, "\"0\"");
+        assert!(reply.headers.get("set-cookie").is_none());
+    }
+    assert_eq!(
+        store.counts.loads.load(Ordering::SeqCst),
+        10,
+        "one load per request"
+    );
+    assert_eq!(
+        store.counts.applies.load(Ordering::SeqCst),
+        0,
+        "a read wrote"
+    );
+    assert_eq!(store.counts.creates.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn reading_without_a_session_creates_nothing() {
+    let store = store();
+    let app = app(&store);
+    let reply = send(&app, get("/get/anything", None)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.headers.get("set-cookie").is_none());
+    assert_eq!(store.counts.total(), 0, "no ID: nothing to load or write");
+    assert_eq!(store.inner.count().await.unwrap(), 0);
+}
+
+// ---- 2. IDs ----
+
+#[tokio::test]
+async fn new_ids_are_256_bit_url_safe_and_stored_only_as_a_hash() {
+    let store = store();
+    let app = app(&store);
+    let id = new_session(&app).await;
+    assert_eq!(id.len(), 43);
+    assert!(id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    let record = store.inner.load(&hash(&id)).await.unwrap();
+    assert!(record.is_some(), "the record is filed under the ID's hash");
+    let shown = format!("{record:?}{:?}", hash(&id));
+    assert!(
+        !shown.contains(&id),
+        "the raw ID appears in what the store holds"
+    );
+}
+
+#[tokio::test]
+async fn malformed_ids_are_rejected_before_any_store_call() {
+    let store = store();
+    let app = app(&store);
+    let good = new_session(&app).await;
+    let loads_before = store.counts.loads.load(Ordering::SeqCst);
+    let cookies: Vec<Vec<u8>> = vec![
+        b"id=".to_vec(),
+        b"id=short".to_vec(),
+        format!("id={good}x").into_bytes(),
+        format!("id={}", &good[..42]).into_bytes(),
+        format!("id={}+", &good[..42]).into_bytes(),
+        format!("id={}", "A".repeat(16 * 1024)).into_bytes(),
+        [
+            b"id=".as_slice(),
+            &[0xC3, 0x28, 0xA0, 0xA1],
+            &good.as_bytes()[4..],
+        ]
+        .concat(),
+        format!("id={good}; id={good}").into_bytes(),
+        format!("id=\"{good}\"").into_bytes(),
+        b"=;;;==; id".to_vec(),
+    ];
+    for cookie in cookies {
+        let request = Request::get("/get/seed")
+            .header("cookie", http::HeaderValue::from_bytes(&cookie).unwrap())
+            .body(Body::empty())
+            .unwrap();
+        let reply = send(&app, request).await;
+        assert_eq!(reply.status, StatusCode::OK, "{cookie:?}");
+        assert_eq!(reply.body, "", "a malformed ID read a session: {cookie:?}");
+        assert!(reply.headers.get("set-cookie").is_none());
+    }
+    for header in [
+        b"".as_slice(),
+        b"nope",
+        &[0xFF, 0xFE],
+        good[..20].as_bytes(),
+    ] {
+        let request = Request::get("/get/seed")
+            .header(
+                "x-session-id",
+                http::HeaderValue::from_bytes(header).unwrap(),
+            )
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(send(&app, request).await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        store.counts.loads.load(Ordering::SeqCst),
+        loads_before,
+        "a malformed ID reached the store"
+    );
+}
+
+// ---- 3. Strict mode ----
+
+#[tokio::test]
+async fn an_unknown_id_is_never_adopted() {
+    let store = store();
+    let app = app(&store);
+    let planted = Id::random().unwrap().expose_secret();
+    let reply = send(&app, get("/set/k/v", Some(&planted))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let issued = reply.cookie("id").expect("a new session");
+    assert_ne!(issued, planted, "the server adopted a client-chosen ID");
+    assert!(store.inner.load(&hash(&planted)).await.unwrap().is_none());
+    assert!(store.inner.load(&hash(&issued)).await.unwrap().is_some());
+}
+
+// ---- 4. Cookies ----
+
+#[tokio::test]
+async fn cookie_has_secure_defaults_and_no_store() {
+    let app = app(&store());
+    let reply = send(&app, get("/set/k/v", None)).await;
+    let cookie = reply.set_cookie("id").unwrap();
+    for attribute in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(attribute), "{cookie} lacks {attribute}");
+    }
+    assert!(
+        !cookie.contains("Max-Age") && !cookie.contains("Expires"),
+        "{cookie}"
+    );
+    assert_eq!(reply.headers["cache-control"], "no-store");
+}
+
+#[tokio::test]
+async fn a_handlers_own_cache_control_is_kept() {
+    let app = app(&store());
+    let reply = send(&app, get("/cached", None)).await;
+    assert!(reply.set_cookie("id").is_some());
+    assert_eq!(reply.headers["cache-control"], "private, max-age=60");
+}
+
+#[tokio::test]
+async fn cookie_settings_are_applied() {
+    let layer = SessionLayer::new(store())
+        .with_cookie_name("sid")
+        .with_host_prefix(true)
+        .with_same_site(SameSite::Strict);
+    let app = app_with(layer);
+    let reply = send(&app, get("/set/k/v", None)).await;
+    let cookie = reply.set_cookie("__Host-sid").expect("a __Host- cookie");
+    assert!(cookie.contains("SameSite=Strict") && cookie.contains("Secure"));
+    assert!(!cookie.contains("Domain"));
+    let id = reply.cookie("__Host-sid").unwrap();
+    let request = Request::get("/get/k")
+        .header("cookie", format!("__Host-sid={id}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, request).await.body, "\"v\"");
+
+    let custom = SessionLayer::new(store())
+        .with_path("/app")
+        .with_domain("example.com")
+        .with_http_only(false)
+        .with_secure(false);
+    let reply = send(&app_with(custom), get("/set/k/v", None)).await;
+    let cookie = reply.set_cookie("id").unwrap();
+    assert!(cookie.contains("Path=/app") && cookie.contains("Domain=example.com"));
+    assert!(
+        !cookie.contains("HttpOnly") && !cookie.contains("Secure"),
+        "{cookie}"
+    );
+}
+
+#[test]
+#[should_panic(expected = "__Host-")]
+fn a_host_prefixed_cookie_must_be_secure() {
+    let layer = SessionLayer::new(MemoryStore::new())
+        .with_host_prefix(true)
+        .with_secure(false);
+    let _ = routes().layer(layer);
+}
+
+#[test]
+#[should_panic(expected = "invalid session cookie name")]
+fn an_invalid_cookie_name_is_refused() {
+    let _ = SessionLayer::new(MemoryStore::new()).with_cookie_name("bad name;");
+}
+
+#[tokio::test]
+async fn remember_me_makes_a_persistent_cookie_matching_the_deadline() {
+    let store = store();
+    let layer = SessionLayer::new(store.clone())
+        .with_remember_me_timeouts(Duration::days(14), Duration::days(60));
+    let app = app_with(layer);
+    let id = new_session(&app).await;
+    let reply = send(&app, get("/remember", Some(&id))).await;
+    let cookie = reply.set_cookie("id").expect("the cookie is sent again");
+    assert_eq!(reply.cookie("id").unwrap(), id, "remember-me keeps the ID");
+    let max_age: i64 = cookie
+        .split("; ")
+        .find_map(|a| a.strip_prefix("Max-Age="))
+        .expect("a persistent cookie")
+        .parse()
+        .unwrap();
+    let record = store.inner.load(&hash(&id)).await.unwrap().unwrap();
+    assert!(record.remember_me);
+    let server_left = (record.expires_at() - OffsetDateTime::now_utc()).whole_seconds();
+    assert!(
+        (server_left - max_age).abs() <= 2,
+        "{max_age} vs {server_left}"
+    );
+    assert!(max_age >= Duration::days(14).whole_seconds());
+}
+
+// ---- 5. Header transport ----
+
+#[tokio::test]
+async fn header_clients_get_their_id_in_the_header_for_the_whole_session() {
+    let store = store();
+    let app = app(&store);
+    let first = Request::get("/set/k/v")
+        .header("x-session-id", "")
+        .body(Body::empty())
+        .unwrap();
+    let reply = send(&app, first).await;
+    assert!(
+        reply.headers.get("set-cookie").is_none(),
+        "a header client got a cookie"
+    );
+    let id = reply.headers["x-session-id"].to_str().unwrap().to_owned();
+    assert_eq!(reply.headers["cache-control"], "no-store");
+
+    let with_header = |path: &str, id: &str| {
+        Request::get(path)
+            .header("x-session-id", id)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let read = send(&app, with_header("/get/k", &id)).await;
+    assert_eq!(read.body, "\"v\"");
+    assert!(
+        read.headers.get("x-session-id").is_none(),
+        "an unchanged ID is not resent"
+    );
+
+    let login = send(&app, with_header("/login/ann", &id)).await;
+    let rotated = login.headers["x-session-id"].to_str().unwrap().to_owned();
+    assert_ne!(rotated, id);
+    assert!(login.headers.get("set-cookie").is_none());
+    assert_eq!(
+        send(&app, with_header("/whoami", &rotated)).await.body,
+        "ann"
+    );
+    assert_eq!(send(&app, with_header("/whoami", &id)).await.body, "");
+}
+
+#[tokio::test]
+async fn the_header_transport_can_be_renamed_or_turned_off() {
+    let renamed = app_with(SessionLayer::new(store()).with_header_name("x-token"));
+    let first = Request::get("/set/k/v")
+        .header("x-token", "")
+        .body(Body::empty())
+        .unwrap();
+    assert!(send(&renamed, first).await.headers.get("x-token").is_some());
+
+    let off = app_with(SessionLayer::new(store()).without_header());
+    let first = Request::get("/set/k/v")
+        .header("x-session-id", "")
+        .body(Body::empty())
+        .unwrap();
+    let reply = send(&off, first).await;
+    assert!(reply.headers.get("x-session-id").is_none());
+    assert!(reply.set_cookie("id").is_some(), "falls back to the cookie");
+}
+
+// ---- 6. Expiry ----
+
+#[tokio::test]
+async fn idle_timeout_ends_an_unused_session_but_not_a_used_one() {
+    let layer = SessionLayer::new(store())
+        .with_idle_timeout(Duration::milliseconds(1200))
+        .with_idle_refresh_step(Duration::milliseconds(200));
+    let app = app_with(layer);
+    let id = new_session(&app).await;
+    for _ in 0..5 {
+        tokio::time::sleep(StdDuration::from_millis(900)).await;
+        let reply = send(&app, get("/get/seed", Some(&id))).await;
+        assert_eq!(
+            reply.body, "\"0\"",
+            "a session used within its idle timeout ended"
+        );
+    }
+    tokio::time::sleep(StdDuration::from_millis(1500)).await;
+    assert_eq!(
+        send(&app, get("/get/seed", Some(&id))).await.body,
+        "",
+        "idle session lived"
+    );
+}
+
+#[tokio::test]
+async fn absolute_timeout_ends_a_session_however_much_it_is_used() {
+    let layer = SessionLayer::new(store())
+        .with_idle_timeout(Duration::minutes(10))
+        .with_absolute_timeout(Duration::milliseconds(1500));
+    let app = app_with(layer);
+    let id = new_session(&app).await;
+    for _ in 0..4 {
+        tokio::time::sleep(StdDuration::from_millis(300)).await;
+        assert_eq!(send(&app, get("/get/seed", Some(&id))).await.body, "\"0\"");
+    }
+    tokio::time::sleep(StdDuration::from_millis(500)).await;
+    assert_eq!(send(&app, get("/get/seed", Some(&id))).await.body, "");
+}
+
+#[tokio::test]
+async fn reads_extend_the_deadline_at_most_once_per_refresh_step() {
+    let store = store();
+    let layer = SessionLayer::new(store.clone())
+        .with_idle_timeout(Duration::seconds(2))
+        .with_idle_refresh_step(Duration::seconds(1));
+    let app = app_with(layer);
+    let id = new_session(&app).await;
+    let created = store.inner.load(&hash(&id)).await.unwrap().unwrap();
+    for _ in 0..5 {
+        send(&app, get("/get/seed", Some(&id))).await;
+    }
+    assert_eq!(
+        store.counts.applies.load(Ordering::SeqCst),
+        0,
+        "reads within a step wrote"
+    );
+    tokio::time::sleep(StdDuration::from_millis(1200)).await;
+    for _ in 0..5 {
+        send(&app, get("/get/seed", Some(&id))).await;
+    }
+    assert_eq!(
+        store.counts.applies.load(Ordering::SeqCst),
+        1,
+        "one extension per step"
+    );
+    let extended = store.inner.load(&hash(&id)).await.unwrap().unwrap();
+    assert!(extended.idle_deadline > created.idle_deadline);
+    assert!(extended.last_seen > created.last_seen);
+}
+
+// ---- 7. Rotation ----
+
+#[tokio::test]
+async fn login_rotates_the_id_and_kills_the_old_one() {
+    let store = store();
+    let app = app(&store);
+    let anonymous = new_session(&app).await;
+    let reply = send(&app, get("/login/ann", Some(&anonymous))).await;
+    let id = reply.cookie("id").expect("a new ID at login");
+    assert_ne!(id, anonymous);
+    assert_eq!(send(&app, get("/whoami", Some(&id))).await.body, "ann");
+    assert_eq!(send(&app, get("/get/seed", Some(&id))).await.body, "\"0\"");
+    assert_eq!(send(&app, get("/whoami", Some(&anonymous))).await.body, "");
+    assert!(store.inner.load(&hash(&anonymous)).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn cycle_id_keeps_data_and_user_under_a_new_id() {
+    let app = app(&store());
+    let id = new_session(&app).await;
+    let id = send(&app, get("/login/ann", Some(&id)))
+        .await
+        .cookie("id")
+        .unwrap();
+    let cycled = send(&app, get("/cycle", Some(&id)))
+        .await
+        .cookie("id")
+        .unwrap();
+    assert_ne!(cycled, id);
+    assert_eq!(send(&app, get("/whoami", Some(&cycled))).await.body, "ann");
+    assert_eq!(
+        send(&app, get("/get/seed", Some(&cycled))).await.body,
+        "\"0\""
+    );
+    assert_eq!(send(&app, get("/get/seed", Some(&id))).await.body, "");
+}
+
+#[tokio::test]
+async fn logout_destroys_the_record_and_expires_the_cookie() {
+    let store = store();
+    let app = app(&store);
+    let id = new_session(&app).await;
+    let id = send(&app, get("/login/ann", Some(&id)))
+        .await
+        .cookie("id")
+        .unwrap();
+    let reply = send(&app, get("/logout", Some(&id))).await;
+    let cookie = reply.set_cookie("id").unwrap();
+    assert!(
+        cookie.starts_with("id=;") && cookie.contains("Max-Age=0"),
+        "{cookie}"
+    );
+    assert!(store.inner.load(&hash(&id)).await.unwrap().is_none());
+    assert_eq!(store.inner.count_user("ann").await.unwrap(), 0);
+    assert_eq!(send(&app, get("/whoami", Some(&id))).await.body, "");
+}
+
+#[tokio::test]
+async fn a_value_set_after_logout_lands_in_a_fresh_session() {
+    let store = store();
+    let app = app(&store);
+    let id = new_session(&app).await;
+    let reply = send(&app, get("/logout-then-set", Some(&id))).await;
+    let fresh = reply
+        .cookie("id")
+        .expect("a new session for the flash message");
+    assert!(!fresh.is_empty() && fresh != id);
+    assert!(store.inner.load(&hash(&id)).await.unwrap().is_none());
+    assert_eq!(
+        send(&app, get("/get/flash", Some(&fresh))).await.body,
+        "\"logged out\""
+    );
+    assert_eq!(send(&app, get("/get/seed", Some(&fresh))).await.body, "");
+}
+
+// ---- 9. Failing stores ----
+
+#[tokio::test]
+async fn an_unreachable_store_is_a_generic_503() {
+    let store = store();
+    let app = app(&store);
+    let id = new_session(&app).await;
+    store.set_fault(Fault::Unavailable);
+    let reply = send(&app, get("/get/seed", Some(&id))).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        !reply.body.contains("10.9.8.7"),
+        "internals leaked: {}",
+        reply.body
+    );
+    assert!(reply.headers.get("set-cookie").is_none());
+    store.set_fault(Fault::Failing);
+    let reply = send(&app, get("/get/seed", Some(&id))).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        !reply.body.contains("sessions_secret"),
+        "internals leaked: {}",
+        reply.body
+    );
+    store.set_fault(Fault::None);
+    assert_eq!(send(&app, get("/get/seed", Some(&id))).await.body, "\"0\"");
+}
+
+#[tokio::test]
+async fn a_failed_save_replaces_the_handlers_success() {
+    let store = store();
+    let app = app(&store);
+    let id = new_session(&app).await;
+    store.set_fault(Fault::WritesUnavailable);
+    let reply = send(&app, get("/set/k/v", Some(&id))).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.body
+    );
+    assert_ne!(reply.body, "saved");
+    let fresh = send(&app, get("/set/k/v", None)).await;
+    assert_eq!(fresh.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        fresh.headers.get("set-cookie").is_none(),
+        "a cookie for an unsaved session"
+    );
+    store.set_fault(Fault::None);
+    assert_eq!(send(&app, get("/get/k", Some(&id))).await.body, "");
+}
+
+#[tokio::test]
+async fn a_hanging_store_times_out_as_a_503() {
+    let store = store();
+    let app = app_with(
+        SessionLayer::new(store.clone()).with_store_timeout(StdDuration::from_millis(100)),
+    );
+    let id = new_session(&app).await;
+    store.set_fault(Fault::Hanging);
+    let started = std::time::Instant::now();
+    let reply = send(&app, get("/get/seed", Some(&id))).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        started.elapsed() < StdDuration::from_secs(5),
+        "the timeout did not fire"
+    );
+}
+
+#[tokio::test]
+async fn users_shape_error_responses_for_handler_and_save_errors() {
+    let store = store();
+    let layer = SessionLayer::new(store.clone()).with_error_response(|err| {
+        http::Response::builder()
+            .status(err.status())
+            .header("content-type", "application/json")
+            .body(json!({"error": format!("{:?}", err.kind())}).to_string())
+            .unwrap()
+    });
+    let app = app_with(layer);
+    let id = new_session(&app).await;
+    store.set_fault(Fault::Unavailable);
+    let load_failure = send(&app, get("/get/seed", Some(&id))).await;
+    assert_eq!(load_failure.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(load_failure.body, r#"{"error":"StoreUnavailable"}"#);
+    store.set_fault(Fault::WritesUnavailable);
+    let save_failure = send(&app, get("/set/k/v", Some(&id))).await;
+    assert_eq!(save_failure.body, r#"{"error":"StoreUnavailable"}"#);
+    assert_eq!(save_failure.headers["content-type"], "application/json");
+}
+
+#[tokio::test]
+async fn a_change_to_a_session_ended_meanwhile_is_a_409_not_a_resurrection() {
+    let store = store();
+    let app = app(&store);
+    let id = new_session(&app).await;
+    let racing = Router::new()
+        .route(
+            "/race",
+            get_route({
+                let store = store.clone();
+                move |session: Session| async move {
+                    session.get::<String>("seed").await?;
+                    // Another request logs this session out while we work.
+                    let key = session.info().await?.unwrap().key;
+                    store.inner.delete(&key).await?;
+                    session.insert("late", "write").await.map(|_| "saved")
+                }
+            }),
+        )
+        .layer(SessionLayer::new(store.clone()));
+    let reply = send(&racing, get("/race", Some(&id))).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert!(
+        store.inner.load(&hash(&id)).await.unwrap().is_none(),
+        "resurrected"
+    );
+}
+
+// ---- 10. Per-user operations through the session ----
+
+#[tokio::test]
+async fn users_list_their_devices_and_log_out_everywhere_else() {
+    let store = store();
+    let app = app(&store);
+    let mut devices = Vec::new();
+    for _ in 0..3 {
+        let id = new_session(&app).await;
+        devices.push(
+            send(&app, get("/login/ann", Some(&id)))
+                .await
+                .cookie("id")
+                .unwrap(),
+        );
+    }
+    let bob = new_session(&app).await;
+    let bob = send(&app, get("/login/bob", Some(&bob)))
+        .await
+        .cookie("id")
+        .unwrap();
+
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&send(&app, get("/devices", Some(&devices[0]))).await.body).unwrap();
+    assert_eq!(listed.len(), 3);
+
+    let other = hash(&devices[1]).to_string();
+    let bobs = hash(&bob).to_string();
+    let revoke_bob = send(&app, get(&format!("/revoke/{bobs}"), Some(&devices[0]))).await;
+    assert_eq!(revoke_bob.body, "false", "revoked another user's session");
+    let revoke = send(&app, get(&format!("/revoke/{other}"), Some(&devices[0]))).await;
+    assert_eq!(revoke.body, "true");
+    assert_eq!(send(&app, get("/whoami", Some(&devices[1]))).await.body, "");
+
+    assert_eq!(
+        send(&app, get("/revoke-others", Some(&devices[0])))
+            .await
+            .body,
+        "1"
+    );
+    assert_eq!(send(&app, get("/whoami", Some(&devices[2]))).await.body, "");
+    assert_eq!(
+        send(&app, get("/whoami", Some(&devices[0]))).await.body,
+        "ann"
+    );
+    assert_eq!(send(&app, get("/whoami", Some(&bob))).await.body, "bob");
+}
+
+// ---- 11. Forward-compatible data ----
+
+#[tokio::test]
+async fn unknown_keys_survive_and_a_wrong_type_fails_only_that_key() {
+    let store = store();
+    let app = app(&store);
+    let id = new_session(&app).await;
+    let mut delta = sessionware::Delta::default();
+    delta.set("from_a_newer_version", json!({"shape": [1, 2]}));
+    delta.set("counter", json!("not a number"));
+    assert!(store.inner.apply(&hash(&id), &delta).await.unwrap());
+
+    let wrong = send(&app, get("/get-number/counter", Some(&id))).await;
+    assert_eq!(wrong.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        send(&app, get("/get-number/missing", Some(&id))).await.body,
+        "None"
+    );
+    assert_eq!(send(&app, get("/get/seed", Some(&id))).await.body, "\"0\"");
+    send(&app, get("/set/other/1", Some(&id))).await;
+    let record: Record = store.inner.load(&hash(&id)).await.unwrap().unwrap();
+    assert_eq!(
+        record.data["from_a_newer_version"],
+        json!({"shape": [1, 2]})
+    );
+}
+
+#[tokio::test]
+async fn the_deserialize_error_kind_names_the_problem() {
+    let store = store();
+    let app = Router::new()
+        .route(
+            "/",
+            get_route(|session: Session| async move {
+                session.insert("n", "text").await?;
+                let err = session.get::<u64>("n").await.unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::Deserialize);
+                Ok::<_, sessionware::Error>(err.to_string())
+            }),
+        )
+        .layer(SessionLayer::new(store));
+    assert!(send(&app, get("/", None)).await.body.contains("\"n\""));
+}
+
+// ---- Extractor ----
+
+#[tokio::test]
+async fn a_missing_layer_is_named_in_the_rejection() {
+    let app = routes();
+    let reply = send(&app, get("/whoami", None)).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(reply.body.contains("SessionLayer"), "{}", reply.body);
+
+    let optional = Router::new().route(
+        "/",
+        get_route(|session: Option<Session>| async move { session.is_some().to_string() }),
+    );
+    assert_eq!(send(&optional, get("/", None)).await.body, "false");
+    let layered = optional.layer(SessionLayer::new(MemoryStore::new()));
+    assert_eq!(send(&layered, get("/", None)).await.body, "true");
+}
+
+// ---- A real server ----
+
+#[tokio::test]
+async fn a_real_server_keeps_a_session_across_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = app(&store());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
+    async fn fetch(addr: std::net::SocketAddr, path: &str, cookie: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: test-agent/1\r\n\
+             Cookie: {cookie}\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+    let first = fetch(addr, "/set/k/over-tcp", "").await;
+    let id = first
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: id="))
+        .and_then(|rest| rest.split(';').next())
+        .expect("a session cookie over TCP")
+        .to_owned();
+    let second = fetch(addr, "/get/k", &format!("id={id}")).await;
+    assert!(second.ends_with("\"over-tcp\""), "{second}");
+    let login = fetch(addr, "/login/ann", &format!("id={id}")).await;
+    let id = login
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: id="))
+        .and_then(|rest| rest.split(';').next())
+        .expect("a rotated cookie")
+        .to_owned();
+    let devices = fetch(addr, "/devices", &format!("id={id}")).await;
+    assert!(devices.starts_with("HTTP/1.1 200"), "{devices}");
+    assert!(devices.contains(r#""ip":"127.0.0.1""#), "{devices}");
+    assert!(
+        devices.contains(r#""user_agent":"test-agent/1""#),
+        "{devices}"
+    );
+    server.abort();
+}
