@@ -66,8 +66,11 @@ pub(crate) struct Timeouts {
 
 #[derive(Clone)]
 pub(crate) struct Config {
+    /// The name the user chose, without a prefix.
     pub(crate) cookie_name: String,
     pub(crate) host_prefix: bool,
+    /// The name on the wire, prefix included; derived from the two above.
+    pub(crate) full_cookie_name: Arc<str>,
     pub(crate) secure: bool,
     pub(crate) http_only: bool,
     pub(crate) same_site: SameSite,
@@ -87,6 +90,7 @@ impl Default for Config {
         Self {
             cookie_name: "id".to_owned(),
             host_prefix: false,
+            full_cookie_name: "id".into(),
             secure: true,
             http_only: true,
             same_site: SameSite::Lax,
@@ -109,13 +113,20 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The cookie's full name, prefix included.
-    pub(crate) fn full_cookie_name(&self) -> String {
-        if self.host_prefix {
-            format!("__Host-{}", self.cookie_name)
+    /// Sets the cookie's name and whether it carries the `__Host-` prefix.
+    pub(crate) fn set_cookie_name(&mut self, name: &str, host_prefix: bool) {
+        self.cookie_name = name.to_owned();
+        self.host_prefix = host_prefix;
+        self.full_cookie_name = if host_prefix {
+            format!("__Host-{name}").into()
         } else {
-            self.cookie_name.clone()
-        }
+            name.into()
+        };
+    }
+
+    /// The cookie's full name, prefix included.
+    pub(crate) fn full_cookie_name(&self) -> Arc<str> {
+        self.full_cookie_name.clone()
     }
 
     pub(crate) fn timeouts(&self, remember_me: bool) -> Timeouts {
@@ -155,7 +166,7 @@ impl Config {
     /// persistent cookie (remember-me); `None` makes it a browser-session cookie.
     pub(crate) fn set_cookie(&self, id_text: &str, max_age: Option<Duration>) -> String {
         let mut cookie = String::with_capacity(160);
-        cookie.push_str(&self.full_cookie_name());
+        cookie.push_str(&self.full_cookie_name);
         cookie.push('=');
         cookie.push_str(id_text);
         if let Some(max_age) = max_age {
@@ -168,7 +179,7 @@ impl Config {
 
     /// The `Set-Cookie` value that makes the client forget its session cookie.
     pub(crate) fn removal_cookie(&self) -> String {
-        let mut cookie = self.full_cookie_name();
+        let mut cookie = self.full_cookie_name.to_string();
         cookie.push_str("=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT");
         self.push_attributes(&mut cookie);
         cookie
@@ -222,15 +233,13 @@ mod tests {
 
     #[test]
     fn persistent_and_removal_cookies() {
-        let mut config = Config {
-            host_prefix: true,
-            ..Config::default()
-        };
+        let mut config = Config::default();
+        config.set_cookie_name("id", true);
         assert_eq!(
             config.set_cookie("abc", Some(Duration::days(30))),
             "__Host-id=abc; Max-Age=2592000; Path=/; Secure; HttpOnly; SameSite=Lax"
         );
-        config.host_prefix = false;
+        config.set_cookie_name("id", false);
         config.domain = Some("example.com".into());
         assert_eq!(
             config.removal_cookie(),

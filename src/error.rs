@@ -51,8 +51,7 @@ pub enum ErrorKind {
 
 /// The error every fallible operation of this crate returns.
 ///
-/// Implements [`IntoResponse`](axum_core::response::IntoResponse) (with the `axum`
-/// feature), so handlers can use `?` on session calls.
+/// Implements `axum::response::IntoResponse` (with the `axum` feature), so handlers can use `?` on session calls.
 pub struct Error {
     kind: ErrorKind,
     context: &'static str,

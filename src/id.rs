@@ -62,7 +62,9 @@ impl Id {
     /// canonical form. Anything else (wrong length, wrong alphabet, non-UTF-8, padding,
     /// non-canonical trailing bits) is `None`; no allocation happens on the way.
     pub fn parse(text: &[u8]) -> Option<Self> {
-        if text.len() != ID_TEXT_LEN || !text.iter().all(|b| is_url_safe_base64(*b)) {
+        // The decoder rejects every byte outside the URL-safe alphabet, padding included,
+        // and non-canonical trailing bits; only the length needs checking first.
+        if text.len() != ID_TEXT_LEN {
             return None;
         }
         let mut bytes = [0u8; ID_BYTES];
@@ -83,10 +85,6 @@ impl Id {
     pub fn hash(&self) -> IdHash {
         IdHash(Sha256::digest(self.bytes).into())
     }
-}
-
-fn is_url_safe_base64(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_'
 }
 
 // `Debug` and `Display` share one redacted form: a short prefix of the hash, enough to tell

@@ -45,7 +45,9 @@ use crate::store::SessionStore;
 #[must_use]
 pub struct SessionLayer {
     store: Arc<dyn SessionStore>,
-    config: Config,
+    // Shared, so that `layer` (which axum may call per request on a router that was not
+    // made into a service first) costs two reference-count bumps.
+    config: Arc<Config>,
 }
 
 impl fmt::Debug for SessionLayer {
@@ -62,8 +64,12 @@ impl SessionLayer {
     pub fn new(store: impl SessionStore) -> Self {
         Self {
             store: Arc::new(store),
-            config: Config::default(),
+            config: Arc::new(Config::default()),
         }
+    }
+
+    fn config_mut(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
     }
 
     /// The session cookie's name (default `id`). With [`with_host_prefix`], `__Host-` is
@@ -75,26 +81,27 @@ impl SessionLayer {
     /// [`with_host_prefix`]: Self::with_host_prefix
     pub fn with_cookie_name(mut self, name: &str) -> Self {
         assert!(is_cookie_name(name), "invalid session cookie name {name:?}");
-        self.config.cookie_name = name.to_owned();
+        let host_prefix = self.config.host_prefix;
+        self.config_mut().set_cookie_name(name, host_prefix);
         self
     }
 
     /// Whether the cookie carries `Secure` (default `true`). Turn it off only for local
     /// development over plain HTTP.
     pub fn with_secure(mut self, secure: bool) -> Self {
-        self.config.secure = secure;
+        self.config_mut().secure = secure;
         self
     }
 
     /// Whether the cookie carries `HttpOnly` (default `true`).
     pub fn with_http_only(mut self, http_only: bool) -> Self {
-        self.config.http_only = http_only;
+        self.config_mut().http_only = http_only;
         self
     }
 
     /// The cookie's `SameSite` attribute (default [`SameSite::Lax`]).
     pub fn with_same_site(mut self, same_site: SameSite) -> Self {
-        self.config.same_site = same_site;
+        self.config_mut().same_site = same_site;
         self
     }
 
@@ -104,7 +111,7 @@ impl SessionLayer {
     /// If `path` is empty or holds characters a cookie attribute cannot.
     pub fn with_path(mut self, path: &str) -> Self {
         assert!(is_attribute_value(path), "invalid cookie path {path:?}");
-        self.config.path = path.to_owned();
+        self.config_mut().path = path.to_owned();
         self
     }
 
@@ -117,7 +124,7 @@ impl SessionLayer {
             is_attribute_value(domain),
             "invalid cookie domain {domain:?}"
         );
-        self.config.domain = Some(domain.to_owned());
+        self.config_mut().domain = Some(domain.to_owned());
         self
     }
 
@@ -125,7 +132,8 @@ impl SessionLayer {
     /// `Secure`, has `Path=/` and no `Domain`: a subdomain or a plain-HTTP page can then
     /// neither set nor overwrite the session cookie.
     pub fn with_host_prefix(mut self, host_prefix: bool) -> Self {
-        self.config.host_prefix = host_prefix;
+        let name = self.config.cookie_name.clone();
+        self.config_mut().set_cookie_name(&name, host_prefix);
         self
     }
 
@@ -137,34 +145,34 @@ impl SessionLayer {
     pub fn with_header_name(mut self, name: &str) -> Self {
         let name = HeaderName::try_from(name)
             .unwrap_or_else(|_| panic!("invalid session header name {name:?}"));
-        self.config.header = Some(name);
+        self.config_mut().header = Some(name);
         self
     }
 
     /// Turns the header transport off: the ID travels only in the cookie.
     pub fn without_header(mut self) -> Self {
-        self.config.header = None;
+        self.config_mut().header = None;
         self
     }
 
     /// How long a session may go unused before it ends (default 30 minutes).
     pub fn with_idle_timeout(mut self, idle: Duration) -> Self {
-        self.config.standard.idle = idle;
+        self.config_mut().standard.idle = idle;
         self
     }
 
     /// How long a session may last however much it is used (default 12 hours). A login
     /// starts the count again.
     pub fn with_absolute_timeout(mut self, absolute: Duration) -> Self {
-        self.config.standard.absolute = absolute;
+        self.config_mut().standard.absolute = absolute;
         self
     }
 
     /// The idle and absolute timeouts of remember-me sessions (default 30 days each); see
     /// [`Session::set_remember_me`](crate::Session::set_remember_me).
     pub fn with_remember_me_timeouts(mut self, idle: Duration, absolute: Duration) -> Self {
-        self.config.remember_me.idle = idle;
-        self.config.remember_me.absolute = absolute;
+        self.config_mut().remember_me.idle = idle;
+        self.config_mut().remember_me.absolute = absolute;
         self
     }
 
@@ -173,20 +181,20 @@ impl SessionLayer {
     /// session unused for the idle timeout is gone within one more step. Zero extends on
     /// every request. See [`config`](crate::config#sliding-expiry-without-a-write-on-every-read).
     pub fn with_idle_refresh_step(mut self, step: Duration) -> Self {
-        self.config.refresh_step = Some(step);
+        self.config_mut().refresh_step = Some(step);
         self
     }
 
     /// How long any one store call may take before the request fails with a 503
     /// (default 5 seconds).
     pub fn with_store_timeout(mut self, timeout: std::time::Duration) -> Self {
-        self.config.store_timeout = Some(timeout);
+        self.config_mut().store_timeout = Some(timeout);
         self
     }
 
     /// Lets store calls take as long as the store takes.
     pub fn without_store_timeout(mut self) -> Self {
-        self.config.store_timeout = None;
+        self.config_mut().store_timeout = None;
         self
     }
 
@@ -210,7 +218,7 @@ impl SessionLayer {
         F: Fn(&Error) -> http::Response<String> + Send + Sync + 'static,
     {
         let handler: ErrorHandler = Arc::new(handler);
-        self.config.error_handler = Some(handler);
+        self.config_mut().error_handler = Some(handler);
         self
     }
 }
@@ -224,6 +232,6 @@ impl<S> Layer<S> for SessionLayer {
         if let Err(problem) = self.config.validate() {
             panic!("invalid SessionLayer settings: {problem}");
         }
-        SessionService::new(inner, self.store.clone(), Arc::new(self.config.clone()))
+        SessionService::new(inner, self.store.clone(), self.config.clone())
     }
 }

@@ -69,6 +69,7 @@ mod record;
 pub mod service;
 mod session;
 pub mod store;
+mod timeout;
 
 pub use config::SameSite;
 pub use error::{Error, ErrorKind};
@@ -83,3 +84,10 @@ pub use session::{Key, Session};
 pub use store::memory::MemoryStore;
 pub use store::SessionStore;
 // Store re-exports, one line per store:
+#[cfg(feature = "redis")]
+pub use store::redis::RedisStore;
+
+// The README's examples are compiled as doc-tests, so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

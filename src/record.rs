@@ -329,15 +329,19 @@ mod tests {
     fn identity_and_deadlines_apply() {
         let mut r = record();
         let later = r.created_at + Duration::days(30);
-        let mut delta = Delta::default();
-        delta.user_id = Some(Some("alice".into()));
-        delta.deadlines = Some(Deadlines::new(later, later, true));
+        let delta = Delta {
+            user_id: Some(Some("alice".into())),
+            deadlines: Some(Deadlines::new(later, later, true)),
+            ..Delta::default()
+        };
         delta.apply_to(&mut r);
         assert_eq!(r.user_id.as_deref(), Some("alice"));
         assert!(r.remember_me);
         assert_eq!(r.expires_at(), later);
-        let mut logout = Delta::default();
-        logout.user_id = Some(None);
+        let logout = Delta {
+            user_id: Some(None),
+            ..Delta::default()
+        };
         logout.apply_to(&mut r);
         assert_eq!(r.user_id, None);
     }

@@ -20,7 +20,7 @@ use tower_service::Service;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::id::{Id, ID_TEXT_LEN};
+use crate::id::Id;
 use crate::session::{ClientMeta, Outgoing, Session, Transport};
 use crate::store::SessionStore;
 
@@ -30,8 +30,6 @@ pub struct SessionService<S> {
     inner: S,
     store: Arc<dyn SessionStore>,
     config: Arc<Config>,
-    /// The cookie's full name, worked out once rather than per request.
-    cookie_name: Arc<str>,
 }
 
 // Written by hand: a derive would demand `S: Debug` / `S: Clone` of nothing more than the
@@ -42,7 +40,6 @@ impl<S: Clone> Clone for SessionService<S> {
             inner: self.inner.clone(),
             store: self.store.clone(),
             config: self.config.clone(),
-            cookie_name: self.cookie_name.clone(),
         }
     }
 }
@@ -58,13 +55,12 @@ impl<S> SessionService<S> {
         Self {
             inner,
             store,
-            cookie_name: config.full_cookie_name().into(),
             config,
         }
     }
 
     fn session_for(&self, headers: &HeaderMap, extensions: &http::Extensions) -> Session {
-        let (incoming, transport) = read_id(&self.config, &self.cookie_name, headers);
+        let (raw_id, transport) = RawId::capture(&self.config, headers);
         let client = ClientMeta {
             ip: client_ip(extensions),
             user_agent: headers.get(USER_AGENT).cloned(),
@@ -72,7 +68,7 @@ impl<S> SessionService<S> {
         Session::new(
             self.store.clone(),
             self.config.clone(),
-            incoming,
+            raw_id,
             transport,
             client,
         )
@@ -149,8 +145,8 @@ where
                     let response = ready!(future.poll(cx))?;
                     let session = session.take().expect("polled after completion");
                     let response = shape_handler_error(response, config);
-                    if !session.was_used() {
-                        // The handler never touched its session: no store call, no cookie.
+                    if !session.was_used() || session.finish_if_unchanged() {
+                        // Untouched, or only read: no store write, no cookie.
                         return Poll::Ready(Ok(response));
                     }
                     let config = config.clone();
@@ -222,39 +218,69 @@ fn shape_handler_error<B: From<String>>(response: Response<B>, config: &Config) 
     response
 }
 
-/// Finds the session ID a request carries, and how the client wants its ID back.
-///
-/// A request that sends the session header (even empty) is a header client; all others are
-/// cookie clients. Anything ambiguous or malformed (two cookies of our name, two headers, a
-/// wrong length or alphabet, bytes that are not text) counts as no ID.
-fn read_id(config: &Config, cookie_name: &str, headers: &HeaderMap) -> (Option<Id>, Transport) {
-    if let Some(name) = &config.header {
-        let mut values = headers.get_all(name).iter();
-        if let Some(first) = values.next() {
-            let id = match values.next() {
-                None => Id::parse(first.as_bytes()),
-                Some(_) => None,
-            };
-            return (id, Transport::Header);
+/// The session ID as a request carried it, before parsing: reference-counted clones of
+/// the header values, taken per request at the cost of a few counter increments.
+#[derive(Debug, Default)]
+pub(crate) enum RawId {
+    /// Neither the session header nor a `Cookie` header.
+    #[default]
+    Absent,
+    /// Exactly one session header value.
+    Header(HeaderValue),
+    /// The session header more than once: ambiguous, so no ID.
+    Ambiguous,
+    /// The request's `Cookie` header values.
+    Cookies(Vec<HeaderValue>),
+}
+
+impl RawId {
+    /// Captures what the request carries, and how the client wants its ID back.
+    ///
+    /// A request that sends the session header (even empty) is a header client; all others
+    /// are cookie clients.
+    pub(crate) fn capture(config: &Config, headers: &HeaderMap) -> (Self, Transport) {
+        if let Some(name) = &config.header {
+            let mut values = headers.get_all(name).iter();
+            if let Some(first) = values.next() {
+                let raw = match values.next() {
+                    None => RawId::Header(first.clone()),
+                    Some(_) => RawId::Ambiguous,
+                };
+                return (raw, Transport::Header);
+            }
+        }
+        let cookies: Vec<HeaderValue> = headers.get_all(COOKIE).iter().cloned().collect();
+        let raw = if cookies.is_empty() {
+            RawId::Absent
+        } else {
+            RawId::Cookies(cookies)
+        };
+        (raw, Transport::Cookie)
+    }
+
+    /// The well-formed ID carried, if any. Anything ambiguous or malformed (two cookies of
+    /// our name, two headers, a wrong length or alphabet, bytes that are not text) is none.
+    pub(crate) fn parse(&self, cookie_name: &str) -> Option<Id> {
+        match self {
+            RawId::Absent | RawId::Ambiguous => None,
+            RawId::Header(value) => Id::parse(value.as_bytes()),
+            RawId::Cookies(values) => cookie_id(values, cookie_name.as_bytes()),
         }
     }
-    (
-        cookie_id(headers, cookie_name.as_bytes()),
-        Transport::Cookie,
-    )
 }
 
 /// The session ID in the request's cookies, if exactly one cookie has our name and its
 /// value is a well-formed ID.
-fn cookie_id(headers: &HeaderMap, name: &[u8]) -> Option<Id> {
+fn cookie_id(headers: &[HeaderValue], name: &[u8]) -> Option<Id> {
     let mut found: Option<&[u8]> = None;
-    for header in headers.get_all(COOKIE) {
-        for pair in header.as_bytes().split(|b| *b == b';') {
-            let pair = pair.trim_ascii();
-            let Some(value) = pair
-                .strip_prefix(name)
-                .and_then(|rest| rest.strip_prefix(b"="))
-            else {
+    for header in headers {
+        let mut rest = header.as_bytes();
+        while !rest.is_empty() {
+            // One `name=value` pair up to the next `;` (a tight byte search per pair).
+            let end = rest.iter().position(|b| *b == b';').unwrap_or(rest.len());
+            let pair = rest[..end].trim_ascii();
+            rest = rest.get(end + 1..).unwrap_or_default();
+            let Some(value) = pair.strip_prefix(name).and_then(|v| v.strip_prefix(b"=")) else {
                 continue;
             };
             if found.is_some() {
@@ -265,9 +291,7 @@ fn cookie_id(headers: &HeaderMap, name: &[u8]) -> Option<Id> {
             found = Some(value);
         }
     }
-    found
-        .filter(|value| value.len() == ID_TEXT_LEN)
-        .and_then(Id::parse)
+    found.and_then(Id::parse)
 }
 
 fn client_ip(extensions: &http::Extensions) -> Option<IpAddr> {
@@ -285,7 +309,8 @@ mod tests {
     use super::*;
 
     fn read_id(config: &Config, headers: &HeaderMap) -> (Option<Id>, Transport) {
-        super::read_id(config, &config.full_cookie_name(), headers)
+        let (raw, transport) = RawId::capture(config, headers);
+        (raw.parse(&config.full_cookie_name()), transport)
     }
 
     fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
@@ -377,10 +402,8 @@ mod tests {
 
     #[test]
     fn host_prefixed_cookie_is_read_by_its_full_name() {
-        let config = Config {
-            host_prefix: true,
-            ..Config::default()
-        };
+        let mut config = Config::default();
+        config.set_cookie_name("id", true);
         let id = Id::random().unwrap().expose_secret();
         let plain = format!("id={id}");
         assert!(read_id(&config, &headers(&[("cookie", plain.as_bytes())]))

@@ -34,7 +34,7 @@ use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::HeaderValue;
 use serde::de::DeserializeOwned;
@@ -46,7 +46,9 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::id::{Id, IdHash};
 use crate::record::{Deadlines, Delta, Record, SessionInfo};
+use crate::service::RawId;
 use crate::store::SessionStore;
+use crate::timeout::StoreTimeout;
 
 /// The longest `User-Agent` kept in a session's metadata.
 const MAX_USER_AGENT: usize = 256;
@@ -79,7 +81,10 @@ pub struct Session {
 struct Shared {
     store: Arc<dyn SessionStore>,
     config: Arc<Config>,
-    incoming: Option<Id>,
+    /// The ID the client sent, as raw header values; parsed on first use, so a request
+    /// that never touches its session never pays for parsing.
+    raw_id: RawId,
+    incoming: OnceLock<Option<Id>>,
     transport: Transport,
     client: ClientMeta,
     used: AtomicBool,
@@ -109,7 +114,7 @@ struct State {
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
-            .field("incoming", &self.shared.incoming)
+            .field("incoming", &self.shared.incoming.get())
             .field("transport", &self.shared.transport)
             .finish_non_exhaustive()
     }
@@ -128,7 +133,7 @@ impl Session {
     pub(crate) fn new(
         store: Arc<dyn SessionStore>,
         config: Arc<Config>,
-        incoming: Option<Id>,
+        raw_id: RawId,
         transport: Transport,
         client: ClientMeta,
     ) -> Self {
@@ -136,7 +141,8 @@ impl Session {
             shared: Arc::new(Shared {
                 store,
                 config,
-                incoming,
+                raw_id,
+                incoming: OnceLock::new(),
                 transport,
                 client,
                 used: AtomicBool::new(false),
@@ -329,7 +335,7 @@ impl Session {
         if state.loaded {
             return Ok(state);
         }
-        if let Some(id) = &self.shared.incoming {
+        if let Some(id) = self.incoming() {
             let key = id.hash();
             let now = OffsetDateTime::now_utc();
             let found = self.call(self.shared.store.load(&key)).await?;
@@ -394,18 +400,42 @@ impl Session {
     }
 
     /// Runs a store call under the layer's store timeout.
-    async fn call<T>(&self, call: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
-        match self.shared.config.store_timeout {
-            Some(limit) => tokio::time::timeout(limit, call)
-                .await
-                .unwrap_or_else(|_| Err(Error::timeout())),
-            None => call.await,
-        }
+    fn call<F, T>(&self, call: F) -> StoreTimeout<F>
+    where
+        F: Future<Output = Result<T, Error>>,
+    {
+        StoreTimeout::new(call, self.shared.config.store_timeout)
+    }
+
+    /// The well-formed ID the client sent, if any.
+    fn incoming(&self) -> Option<&Id> {
+        let shared = &self.shared;
+        shared
+            .incoming
+            .get_or_init(|| shared.raw_id.parse(&shared.config.full_cookie_name))
+            .as_ref()
     }
 
     /// Whether a handler touched the session at all.
     pub(crate) fn was_used(&self) -> bool {
         self.shared.used.load(Ordering::Acquire)
+    }
+
+    /// Marks the session saved and returns `true` if this request changed nothing, so the
+    /// layer can skip the save entirely (no future to build, no lock to wait for).
+    pub(crate) fn finish_if_unchanged(&self) -> bool {
+        let Ok(mut state) = self.shared.state.try_lock() else {
+            return false; // someone holds the state (a spawned task): take the full path
+        };
+        let unchanged = !state.loaded
+            || (!state.destroy
+                && state.fresh.is_none()
+                && state.delta.is_empty()
+                && !state.reissue_cookie);
+        if unchanged {
+            state.saved = true;
+        }
+        unchanged
     }
 
     /// Writes back what this request changed, and says what the response must carry.
@@ -461,7 +491,7 @@ impl Session {
                         return Err(Error::session_ended());
                     }
                 }
-                match &self.shared.incoming {
+                match self.incoming() {
                     Some(id)
                         if state.reissue_cookie && self.shared.transport == Transport::Cookie =>
                     {
@@ -479,7 +509,7 @@ impl Session {
     /// one, silently logging the user out. The store's rotation tombstone tells it apart
     /// from an ID that is merely unknown or expired: such a request is refused instead.
     async fn refuse_if_rotated_away(&self) -> Result<(), Error> {
-        let Some(incoming) = &self.shared.incoming else {
+        let Some(incoming) = self.incoming() else {
             return Ok(());
         };
         if self
@@ -529,8 +559,7 @@ impl Session {
 
     /// Tells a cookie client that sent an ID to forget it.
     fn removal(&self) -> Option<Outgoing> {
-        let sent_cookie =
-            self.shared.incoming.is_some() && self.shared.transport == Transport::Cookie;
+        let sent_cookie = self.incoming().is_some() && self.shared.transport == Transport::Cookie;
         sent_cookie.then(|| Outgoing::Cookie(self.shared.config.removal_cookie()))
     }
 }

@@ -248,7 +248,7 @@ async fn malformed_ids_are_rejected_before_any_store_call() {
         b"".as_slice(),
         b"nope",
         &[0xFF, 0xFE],
-        good[..20].as_bytes(),
+        &good.as_bytes()[..20],
     ] {
         let request = Request::get("/get/seed")
             .header(

@@ -74,6 +74,7 @@ macro_rules! store_conformance_tests {
             identity_change_moves_the_user_index,
             expired_sessions_are_absent_before_cleanup,
             extended_deadline_keeps_a_session_alive,
+            extended_session_stays_listed_and_revocable,
             rotate_moves_record_and_index,
             rotate_of_a_missing_session_writes_nothing,
             rotation_leaves_a_tombstone_that_is_not_a_session,
@@ -261,15 +262,19 @@ pub async fn clear_removes_every_key_then_sets<H: Harness>(harness: &H) {
 pub async fn identity_change_moves_the_user_index<H: Harness>(harness: &H) {
     let store = harness.fresh().await;
     let key = created(&store, &record_for(Some("ann"))).await;
-    let mut delta = Delta::default();
-    delta.user_id = Some(Some("bob".into()));
+    let delta = Delta {
+        user_id: Some(Some("bob".into())),
+        ..Delta::default()
+    };
     assert!(store.apply(&key, &delta).await.unwrap());
     assert!(store.list_user("ann").await.unwrap().is_empty());
     let bobs = store.list_user("bob").await.unwrap();
     assert_eq!(bobs.len(), 1);
     assert_eq!(bobs[0].key, key);
-    let mut anonymous = Delta::default();
-    anonymous.user_id = Some(None);
+    let anonymous = Delta {
+        user_id: Some(None),
+        ..Delta::default()
+    };
     assert!(store.apply(&key, &anonymous).await.unwrap());
     assert!(store.list_user("bob").await.unwrap().is_empty());
     assert_eq!(load(&store, &key).await.unwrap().user_id, None);
@@ -316,19 +321,46 @@ pub async fn extended_deadline_keeps_a_session_alive<H: Harness>(harness: &H) {
     let mut record = record_for(None);
     record.idle_deadline = now() + Duration::milliseconds(400);
     let key = created(&store, &record).await;
-    let mut delta = Delta::default();
-    delta.deadlines = Some(Deadlines::new(
-        now() + Duration::minutes(5),
-        record.absolute_deadline,
-        false,
-    ));
-    delta.last_seen = Some(now());
+    let delta = Delta {
+        deadlines: Some(Deadlines::new(
+            now() + Duration::minutes(5),
+            record.absolute_deadline,
+            false,
+        )),
+        last_seen: Some(now()),
+        ..Delta::default()
+    };
     assert!(store.apply(&key, &delta).await.unwrap());
     tokio::time::sleep(StdDuration::from_millis(600)).await;
     assert!(
         load(&store, &key).await.is_some(),
         "extended session expired"
     );
+}
+
+/// A session whose deadline was extended is still listed, counted and revocable after its
+/// original deadline: a per-user index must follow the extension, not the creation time.
+pub async fn extended_session_stays_listed_and_revocable<H: Harness>(harness: &H) {
+    let store = harness.fresh().await;
+    let mut record = record_for(Some("ann"));
+    record.idle_deadline = now() + Duration::milliseconds(400);
+    let key = created(&store, &record).await;
+    let delta = Delta {
+        deadlines: Some(Deadlines::new(
+            now() + Duration::minutes(5),
+            record.absolute_deadline,
+            false,
+        )),
+        ..Delta::default()
+    };
+    assert!(store.apply(&key, &delta).await.unwrap());
+    tokio::time::sleep(StdDuration::from_millis(600)).await;
+    let listed = store.list_user("ann").await.unwrap();
+    assert_eq!(listed.iter().map(|s| s.key).collect::<Vec<_>>(), vec![key]);
+    assert_eq!(store.count_user("ann").await.unwrap(), 1);
+    assert_eq!(store.count().await.unwrap(), 1);
+    assert_eq!(store.delete_user("ann", None).await.unwrap(), 1);
+    assert!(load(&store, &key).await.is_none(), "revocation missed the extended session");
 }
 
 /// Rotation moves data and index entry to the new key; the old key finds nothing.

@@ -16,7 +16,7 @@
 //! ```
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
@@ -31,15 +31,53 @@ use crate::record::{Delta, Record, SessionInfo};
 const SHARDS: usize = 256;
 const DEFAULT_PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
-type UserIndex = HashMap<String, HashSet<IdHash>>;
+type UserIndex = HashMap<String, HashSet<IdHash, KeyHasher>>;
+type Sessions = HashMap<IdHash, Record, KeyHasher>;
+
+/// Hashes an [`IdHash`] by its first eight bytes. They are SHA-256 output, uniform by
+/// construction, and only IDs the server generated are ever inserted, so no client can
+/// choose keys that collide; a general-purpose keyed hash would only cost time.
+#[derive(Clone, Copy, Default)]
+struct KeyHasher;
+
+impl BuildHasher for KeyHasher {
+    type Hasher = PrefixHasher;
+
+    fn build_hasher(&self) -> PrefixHasher {
+        PrefixHasher(0)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct PrefixHasher(u64);
+
+impl Hasher for PrefixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        match bytes.first_chunk::<8>() {
+            Some(prefix) => self.0 = u64::from_ne_bytes(*prefix),
+            None => {
+                for byte in bytes {
+                    self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+                }
+            }
+        }
+    }
+
+    // The length prefix a slice hashes first carries no information about the key.
+    fn write_usize(&mut self, _: usize) {}
+}
 
 /// One lock's worth of sessions, with the rotation tombstones of keys in the same shard
 /// (so a rotation writes both under one lock).
 #[derive(Default)]
 struct Shard {
-    sessions: HashMap<IdHash, Record>,
+    sessions: Sessions,
     /// Keys rotated away, and until when to say so.
-    tombstones: HashMap<IdHash, OffsetDateTime>,
+    tombstones: HashMap<IdHash, OffsetDateTime, KeyHasher>,
 }
 
 /// An in-process session store. Cheap to clone: clones share the same sessions.
@@ -386,11 +424,7 @@ fn move_record(
     delta: &Delta,
     now: OffsetDateTime,
 ) -> Option<(Option<String>, Option<String>)> {
-    if !source
-        .sessions
-        .get(from)
-        .is_some_and(|r| !r.is_expired(now))
-    {
+    if source.sessions.get(from).is_none_or(|r| r.is_expired(now)) {
         return None;
     }
     let mut record = source.sessions.remove(from)?;
@@ -446,7 +480,7 @@ mod tests {
             .await
             .unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        assert!(store.inner.lock_shard(&dead).sessions.get(&dead).is_none());
+        assert!(!store.inner.lock_shard(&dead).sessions.contains_key(&dead));
         let weak = Arc::downgrade(&store.inner);
         drop(store);
         tokio::time::sleep(std::time::Duration::from_millis(60)).await;

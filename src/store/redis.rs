@@ -1,1 +1,0 @@
-//! Sessions in Redis (in progress).

@@ -1,0 +1,601 @@
+//! [`RedisStore`]: sessions in Redis or Redis Cluster, on redis-rs (feature `redis`).
+//!
+//! ```no_run
+//! use sessionware::{RedisStore, SessionLayer};
+//!
+//! # async fn run() -> Result<(), sessionware::Error> {
+//! // One server (it reconnects by itself after an outage)...
+//! let store = RedisStore::connect("redis://127.0.0.1:6379/").await?.with_prefix("myapp");
+//! let layer = SessionLayer::new(store.clone());
+//!
+//! // ...or a cluster, from any of its nodes.
+//! let cluster = RedisStore::connect_cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])
+//!     .await?
+//!     .with_prefix("myapp");
+//! # let _ = (layer, cluster);
+//! # Ok(()) }
+//! ```
+//!
+//! # Key layout
+//! With the prefix `P` (default `sessionware`):
+//!
+//! | key | type | holds | TTL |
+//! |---|---|---|---|
+//! | `P:s:{H}` | hash | one session, `H` the hex [`IdHash`] of its ID | the session's expiry |
+//! | `P:u:{USER}` | sorted set | the `H` of the user's sessions, scored by expiry (ms; on a cluster by absolute deadline) | its latest member's score |
+//! | `P:t:{H}` | string | a rotation tombstone: `H` was rotated away (see [`SessionStore::rotated_away`]) | [`ROTATION_TOMBSTONE`] |
+//! | `P:all` | sorted set | the `H` of every session, scored by expiry (ms), for [`count`](SessionStore::count) | its latest member's expiry |
+//!
+//! The hash's fields: `d:<key>` holds the JSON of each data key; `u` the user ID; `c`, `l`,
+//! `i`, `a` created, last seen, idle and absolute deadlines (Unix ms); `r` remember-me;
+//! `ip`, `ua` client metadata. The raw session ID appears in no key and no value. Every key
+//! carries a TTL, so Redis removes ended sessions by itself; the sorted sets drop expired
+//! members whenever they are written and vanish with their last member.
+//!
+//! # Atomicity
+//! Each write is one Lua script on the session's hash (see `lua.rs`): it applies only if
+//! the session is still live, so a logout or rotation is never undone by a request in
+//! flight, and it touches only the fields its [`Delta`] names, so concurrent requests setting
+//! different keys all survive. On a single server the same script also keeps both indexes,
+//! and a rotation (rename plus index move) is one script. A session's keys (its hash and its
+//! rotation tombstone) share the hash tag `{H}`, so on a cluster every script touches a
+//! single slot. The indexes live in other slots there, so the client updates them after
+//! the script (in the same call), and a rotation first takes the record out of the old key
+//! (read, delete and tombstone in one script, so requests racing on the old key fail
+//! closed), then files it under the new one.
+//!
+//! # Costs
+//! Loading is one `HGETALL`; each write-back one `EVALSHA`. On a cluster a creation, a
+//! deletion, a rotation, and a write that moves the session's expiry or changes its user
+//! add one round trip for the index updates. There the user index is scored by absolute
+//! deadlines, which sliding refreshes never move, so a refresh updates only the count
+//! index. Per-user operations read the user's sorted set and then that user's sessions
+//! (pipelined on a single server, concurrent calls to their nodes on a cluster): two round
+//! trips, O(that user's sessions), never a keyspace scan. `count` is one `ZCOUNT`: exact on
+//! a single server; on a cluster its index is updated after each script, so it can be off
+//! for a moment while writes are in flight.
+//!
+//! # Failures
+//! Connection trouble (refused, reset, timed out, a cluster slot without a node) is
+//! [`ErrorKind::StoreUnavailable`](crate::ErrorKind::StoreUnavailable), which the layer
+//! answers with a 503; errors the server answers with are
+//! [`ErrorKind::Store`](crate::ErrorKind::Store). [`connect`](RedisStore::connect) sets a
+//! 1 s connection timeout and a 2 s response timeout, and the connection reconnects by
+//! itself when Redis comes back. Data under a session key that is not a session (another
+//! Redis type, a field that is not JSON, a missing deadline) is logged and treated as no
+//! session.
+
+mod codec;
+mod conn;
+mod lua;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, RedisResult, Script, Value};
+use time::OffsetDateTime;
+
+use self::codec::{decode, millis, pairs, push_delta, record_fields};
+use self::conn::{is_wrong_type, to_error, Conn};
+use self::lua::Scripts;
+use super::{SessionStore, ROTATION_TOMBSTONE};
+use crate::error::Error;
+use crate::id::IdHash;
+use crate::record::{Delta, Record, SessionInfo};
+
+const DEFAULT_PREFIX: &str = "sessionware";
+/// How long to wait for a TCP connection to a Redis node.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long to wait for any one reply.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Reconnection attempts per outage detected, before requests fail with a 503; the next
+/// request tries again, so service resumes as soon as Redis is back.
+const RECONNECT_RETRIES: usize = 2;
+const CLUSTER_RETRIES: u32 = 2;
+
+/// Sessions in Redis or Redis Cluster. Cheap to clone: clones share one connection.
+///
+/// See the [module docs](self) for the key layout, the atomicity of each operation and
+/// what a request costs.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: Conn,
+    prefix: Arc<str>,
+    scripts: Arc<Scripts>,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .field("cluster", &self.conn.is_cluster())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an index update does.
+enum IndexOp<'a> {
+    /// File the member with this score (an expiry); the `ZADD` flag (`""`, `"XX"`, `"GT"`).
+    Add(i64, &'a str),
+    Remove,
+}
+
+fn now_ms() -> i64 {
+    millis(OffsetDateTime::now_utc())
+}
+
+fn tombstone_ms() -> i64 {
+    ROTATION_TOMBSTONE
+        .whole_milliseconds()
+        .try_into()
+        .unwrap_or(i64::MAX)
+}
+
+fn corrupt(key: &IdHash, reason: &str) {
+    tracing::warn!(
+        session = %key.short(),
+        reason,
+        "corrupt session data in Redis treated as no session"
+    );
+}
+
+impl RedisStore {
+    fn new(conn: Conn) -> Self {
+        Self {
+            conn,
+            prefix: DEFAULT_PREFIX.into(),
+            scripts: Arc::new(Scripts::new()),
+        }
+    }
+
+    /// Connects to one Redis server, such as `redis://127.0.0.1:6379/0` (or `rediss://`
+    /// where redis-rs is built with TLS). The connection reconnects by itself.
+    ///
+    /// Fails with [`ErrorKind::StoreUnavailable`](crate::ErrorKind::StoreUnavailable) if the
+    /// server cannot be reached now, or [`ErrorKind::Store`](crate::ErrorKind::Store) if
+    /// the URL is invalid.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        let client = redis::Client::open(url).map_err(Error::store)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(RECONNECT_RETRIES)
+            .set_max_delay(Duration::from_millis(500));
+        let manager = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(to_error)?;
+        Ok(Self::from_connection_manager(manager))
+    }
+
+    /// A store on a connection you configured yourself (timeouts, TLS, credentials).
+    pub fn from_connection_manager(manager: ConnectionManager) -> Self {
+        Self::new(Conn::Single(manager))
+    }
+
+    /// Connects to a Redis Cluster through any of its nodes (`redis://host:port` each);
+    /// the client discovers the others.
+    pub async fn connect_cluster<I>(nodes: I) -> Result<Self, Error>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let nodes: Vec<String> = nodes.into_iter().map(|n| n.as_ref().to_owned()).collect();
+        let client = ClusterClientBuilder::new(nodes)
+            .connection_timeout(CONNECT_TIMEOUT)
+            .response_timeout(RESPONSE_TIMEOUT)
+            .retries(CLUSTER_RETRIES)
+            .build()
+            .map_err(Error::store)?;
+        let conn = client.get_async_connection().await.map_err(to_error)?;
+        Ok(Self::from_cluster_connection(conn))
+    }
+
+    /// A store on a cluster connection you configured yourself.
+    pub fn from_cluster_connection(conn: ClusterConnection) -> Self {
+        Self::new(Conn::Cluster(conn))
+    }
+
+    /// Puts every key under `prefix` (default `sessionware`), so several applications
+    /// can share one Redis. A prefix containing `{` or `}` would become the cluster hash
+    /// tag of every key and put all sessions in one slot: avoid them on a cluster.
+    pub fn with_prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn session_key(&self, key: &IdHash) -> String {
+        format!("{}:s:{{{key}}}", self.prefix)
+    }
+
+    /// The rotation tombstone of a session key: the same hash tag, so the same slot.
+    fn tombstone_key(&self, key: &IdHash) -> String {
+        format!("{}:t:{{{key}}}", self.prefix)
+    }
+
+    fn user_key(&self, user: &str) -> String {
+        format!("{}:u:{{{user}}}", self.prefix)
+    }
+
+    fn all_key(&self) -> String {
+        format!("{}:all", self.prefix)
+    }
+
+    /// An `EVALSHA` of `script` on `keys` with the common arguments the prelude reads.
+    fn script(&self, script: &Script, keys: &[&str], now: i64) -> Cmd {
+        let keeps_index = if self.conn.is_cluster() { "0" } else { "1" };
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash())
+            .arg(keys.len())
+            .arg(keys)
+            .arg(now)
+            .arg(keeps_index)
+            .arg(&*self.prefix);
+        cmd
+    }
+
+    fn index(&self, index: &str, member: &str, op: IndexOp<'_>, now: i64) -> Cmd {
+        let mut cmd = self.script(&self.scripts.index, &[index], now);
+        cmd.arg(member);
+        match op {
+            IndexOp::Add(expires, flag) => cmd.arg("add").arg(expires).arg(flag),
+            IndexOp::Remove => cmd.arg("remove").arg(0).arg(""),
+        };
+        cmd
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Error> {
+        self.conn.query(&self.scripts, cmd).await.map_err(to_error)
+    }
+
+    async fn many(&self, cmds: Vec<Cmd>) -> Result<Vec<RedisResult<Value>>, Error> {
+        self.conn.many(&self.scripts, cmds).await.map_err(to_error)
+    }
+
+    /// Cluster only: the index updates a script could not make across slots.
+    async fn fix_indexes(&self, cmds: Vec<Cmd>) -> Result<(), Error> {
+        for result in self.many(cmds).await? {
+            result.map_err(to_error)?;
+        }
+        Ok(())
+    }
+
+    /// Files `record` under `key`; on a cluster, returns the index updates still to make.
+    async fn file(
+        &self,
+        key: &IdHash,
+        record: &Record,
+        now: i64,
+    ) -> Result<Option<Vec<Cmd>>, Error> {
+        let member = key.to_string();
+        let expires = millis(record.expires_at());
+        let mut cmd = self.script(&self.scripts.create, &[&self.session_key(key)], now);
+        cmd.arg(&member).arg(expires);
+        match &record.user_id {
+            Some(user) => cmd.arg("1").arg(user.as_str()),
+            None => cmd.arg("0").arg(""),
+        };
+        for (name, value) in record_fields(record)? {
+            cmd.arg(name).arg(value);
+        }
+        let created: i64 = self.query(&cmd).await?;
+        if created != 1 {
+            return Ok(None);
+        }
+        let mut fixups = Vec::new();
+        if self.conn.is_cluster() && expires > now {
+            fixups.push(self.index(&self.all_key(), &member, IndexOp::Add(expires, ""), now));
+            if let Some(user) = &record.user_id {
+                let op = IndexOp::Add(millis(record.absolute_deadline), "GT");
+                fixups.push(self.index(&self.user_key(user), &member, op, now));
+            }
+        }
+        Ok(Some(fixups))
+    }
+
+    /// The record a reply holds, if it is a live, well-formed session.
+    fn live_record(&self, key: &IdHash, fields: Option<codec::Fields>) -> Option<Record> {
+        let Some(fields) = fields else {
+            corrupt(key, "unexpected reply shape");
+            return None;
+        };
+        if fields.is_empty() {
+            return None;
+        }
+        match decode(fields) {
+            Ok(record) => (!record.is_expired(OffsetDateTime::now_utc())).then_some(record),
+            Err(reason) => {
+                corrupt(key, &reason);
+                None
+            }
+        }
+    }
+
+    /// Deletes the session under `key` (only if `owner` owns it, when given).
+    async fn delete_where(&self, key: &IdHash, owner: Option<&str>) -> Result<bool, Error> {
+        let now = now_ms();
+        let cmd = self.delete_cmd(key, owner, now);
+        let (deleted, user): (i64, Option<String>) = self.query(&cmd).await?;
+        if deleted == 1 && self.conn.is_cluster() {
+            self.fix_indexes(self.unindex(&[*key], user.as_deref(), now))
+                .await?;
+        }
+        Ok(deleted == 1)
+    }
+
+    fn delete_cmd(&self, key: &IdHash, owner: Option<&str>, now: i64) -> Cmd {
+        let mut cmd = self.script(&self.scripts.delete, &[&self.session_key(key)], now);
+        cmd.arg(key.to_string());
+        match owner {
+            Some(owner) => cmd.arg("1").arg(owner),
+            None => cmd.arg("0").arg(""),
+        };
+        cmd
+    }
+
+    /// Cluster index updates for sessions that no longer exist: sessions never come back,
+    /// so removing their entries can never hide a live session.
+    fn unindex(&self, keys: &[IdHash], user: Option<&str>, now: i64) -> Vec<Cmd> {
+        let mut cmds = Vec::new();
+        for key in keys {
+            let member = key.to_string();
+            cmds.push(self.index(&self.all_key(), &member, IndexOp::Remove, now));
+            if let Some(user) = user {
+                cmds.push(self.index(&self.user_key(user), &member, IndexOp::Remove, now));
+            }
+        }
+        cmds
+    }
+
+    /// The keys the user's index lists as live (some may have ended since).
+    async fn user_members(&self, user_id: &str, now: i64) -> Result<Vec<IdHash>, Error> {
+        let mut cmd = redis::cmd("ZRANGEBYSCORE");
+        cmd.arg(self.user_key(user_id))
+            .arg(format!("({now}"))
+            .arg("+inf");
+        let members: Vec<String> = self.query(&cmd).await?;
+        Ok(members
+            .iter()
+            .filter_map(|member| match member.parse() {
+                Ok(key) => Some(key),
+                Err(_) => {
+                    tracing::warn!(member, "foreign member in a sessionware user index ignored");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    async fn rotate_across_slots(
+        &self,
+        from: &IdHash,
+        to: &IdHash,
+        delta: &Delta,
+        now: i64,
+    ) -> Result<bool, Error> {
+        let keys = [&*self.session_key(from), &*self.tombstone_key(from)];
+        let mut take = self.script(&self.scripts.take, &keys, now);
+        take.arg(tombstone_ms());
+        let taken: Value = self.query(&take).await?;
+        let Some(mut record) = self.live_record(from, pairs(taken)) else {
+            return Ok(false);
+        };
+        let owner = record.user_id.clone();
+        delta.apply_to(&mut record);
+        let filed = self.file(to, &record, now).await;
+        let Ok(Some(mut fixups)) = filed else {
+            // The record is out of its old key and not under the new one: the session has
+            // ended. Failing closed is what a rotation must do when it cannot finish.
+            tracing::error!(
+                from = %from.short(), to = %to.short(),
+                "session rotation could not file the record under its new key; session ended"
+            );
+            return match filed {
+                Err(err) => Err(err),
+                _ => Err(Error::store("the new session key was already taken")),
+            };
+        };
+        fixups.extend(self.unindex(&[*from], owner.as_deref(), now));
+        self.fix_indexes(fixups).await?;
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn load(&self, key: &IdHash) -> Result<Option<Record>, Error> {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.session_key(key));
+        match self.conn.query::<Value>(&self.scripts, &cmd).await {
+            Ok(value) => Ok(self.live_record(key, pairs(value))),
+            Err(err) if is_wrong_type(&err) => {
+                corrupt(key, "the key holds another Redis type");
+                Ok(None)
+            }
+            Err(err) => Err(to_error(err)),
+        }
+    }
+
+    async fn create(&self, key: &IdHash, record: &Record) -> Result<bool, Error> {
+        match self.file(key, record, now_ms()).await? {
+            Some(fixups) => {
+                self.fix_indexes(fixups).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn apply(&self, key: &IdHash, delta: &Delta) -> Result<bool, Error> {
+        let now = now_ms();
+        let member = key.to_string();
+        let mut cmd = self.script(&self.scripts.apply, &[&self.session_key(key)], now);
+        cmd.arg(&member);
+        push_delta(&mut cmd, delta)?;
+        let reply: (i64, i64, i64, Option<String>, Option<String>, i64, i64) =
+            self.query(&cmd).await?;
+        let (applied, expires, new_expires, user, new_user, absolute, new_absolute) = reply;
+        if applied != 1 {
+            return Ok(false);
+        }
+        if self.conn.is_cluster() {
+            let mut fixups = Vec::new();
+            if new_expires <= now {
+                fixups = self.unindex(&[*key], new_user.as_deref(), now);
+            } else {
+                if new_expires != expires {
+                    let op = IndexOp::Add(new_expires, "XX");
+                    fixups.push(self.index(&self.all_key(), &member, op, now));
+                }
+                // On a cluster a user index entry is scored by the session's absolute
+                // deadline, an upper bound of its expiry that sliding refreshes never
+                // move, so the common write needs no user index update at all. Entries are
+                // only ever added or raised here (GT), never removed or lowered: updates
+                // from concurrent requests may land in any order, and whatever the order, a
+                // live session stays listed under its user. Entries of sessions that ended
+                // or changed hands are filtered out when read and age out by score.
+                if let Some(owner) = new_user.as_deref() {
+                    if new_user != user || new_absolute != absolute {
+                        let op = IndexOp::Add(new_absolute, "GT");
+                        fixups.push(self.index(&self.user_key(owner), &member, op, now));
+                    }
+                }
+            }
+            self.fix_indexes(fixups).await?;
+        }
+        Ok(true)
+    }
+
+    async fn rotate(&self, from: &IdHash, to: &IdHash, delta: &Delta) -> Result<bool, Error> {
+        let now = now_ms();
+        if self.conn.is_cluster() {
+            return self.rotate_across_slots(from, to, delta, now).await;
+        }
+        let (old, new) = (self.session_key(from), self.session_key(to));
+        let tombstone = self.tombstone_key(from);
+        let mut cmd = self.script(&self.scripts.rotate, &[&old, &new, &tombstone], now);
+        cmd.arg(from.to_string())
+            .arg(to.to_string())
+            .arg(tombstone_ms());
+        push_delta(&mut cmd, delta)?;
+        let moved: i64 = self.query(&cmd).await?;
+        Ok(moved == 1)
+    }
+
+    async fn rotated_away(&self, key: &IdHash) -> Result<bool, Error> {
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(self.tombstone_key(key));
+        let found: i64 = self.query(&cmd).await?;
+        Ok(found == 1)
+    }
+
+    async fn delete(&self, key: &IdHash) -> Result<bool, Error> {
+        self.delete_where(key, None).await
+    }
+
+    async fn list_user(&self, user_id: &str) -> Result<Vec<SessionInfo>, Error> {
+        let now = now_ms();
+        let keys = self.user_members(user_id, now).await?;
+        let cmds = keys
+            .iter()
+            .map(|key| {
+                // The whole record, not just its metadata, so that a listing and a load
+                // agree on which records are corrupt.
+                let mut cmd = redis::cmd("HGETALL");
+                cmd.arg(self.session_key(key));
+                cmd
+            })
+            .collect();
+        let mut sessions = Vec::new();
+        let mut gone = Vec::new();
+        for (key, reply) in keys.iter().zip(self.many(cmds).await?) {
+            let fields = match reply {
+                Ok(value) => pairs(value),
+                Err(err) if is_wrong_type(&err) => {
+                    corrupt(key, "the key holds another Redis type");
+                    continue;
+                }
+                Err(err) => return Err(to_error(err)),
+            };
+            if fields.as_ref().is_some_and(Vec::is_empty) {
+                gone.push(key.to_string());
+                continue;
+            }
+            if let Some(record) = self.live_record(key, fields) {
+                if record.user_id.as_deref() == Some(user_id) {
+                    sessions.push(record.info(*key));
+                }
+            }
+        }
+        if !gone.is_empty() {
+            // Entries of sessions that no longer exist (deleted on a cluster while an
+            // index update was in flight, or evicted): tidy them away. A failure here
+            // changes nothing the caller asked for, so it is only logged.
+            let mut cmd = redis::cmd("ZREM");
+            cmd.arg(self.user_key(user_id)).arg(gone);
+            if let Err(err) = self.query::<i64>(&cmd).await {
+                tracing::debug!(error = %err, "could not tidy a user index");
+            }
+        }
+        Ok(sessions)
+    }
+
+    async fn delete_user(&self, user_id: &str, keep: Option<&IdHash>) -> Result<u64, Error> {
+        let now = now_ms();
+        let keys: Vec<IdHash> = self
+            .user_members(user_id, now)
+            .await?
+            .into_iter()
+            .filter(|key| Some(key) != keep)
+            .collect();
+        let cmds = keys
+            .iter()
+            .map(|key| self.delete_cmd(key, Some(user_id), now))
+            .collect();
+        let mut deleted = Vec::new();
+        for (key, reply) in keys.iter().zip(self.many(cmds).await?) {
+            let value = reply.map_err(to_error)?;
+            let (done, _user): (i64, Option<String>) =
+                redis::from_redis_value(value).map_err(Error::store)?;
+            if done == 1 {
+                deleted.push(*key);
+            }
+        }
+        if self.conn.is_cluster() && !deleted.is_empty() {
+            self.fix_indexes(self.unindex(&deleted, Some(user_id), now))
+                .await?;
+        }
+        Ok(deleted.len() as u64)
+    }
+
+    async fn delete_user_session(&self, user_id: &str, key: &IdHash) -> Result<bool, Error> {
+        self.delete_where(key, Some(user_id)).await
+    }
+
+    /// Redis removes expired sessions by itself (TTLs); this drops the expired entries of
+    /// the count index and returns how many it dropped.
+    async fn delete_expired(&self) -> Result<u64, Error> {
+        let mut cmd = redis::cmd("ZREMRANGEBYSCORE");
+        cmd.arg(self.all_key()).arg("-inf").arg(now_ms());
+        self.query(&cmd).await
+    }
+
+    /// One `ZCOUNT` of the count index: exact on a single server; on a cluster the index
+    /// is updated just after each write, so it can lag writes in flight.
+    async fn count(&self) -> Result<u64, Error> {
+        let mut cmd = redis::cmd("ZCOUNT");
+        cmd.arg(self.all_key())
+            .arg(format!("({}", now_ms()))
+            .arg("+inf");
+        self.query(&cmd).await
+    }
+}

@@ -1,0 +1,163 @@
+//! `RedisStore` on a 3-master Redis Cluster: the conformance suite, one slot per session,
+//! and per-user operations over sessions spread across nodes.
+//!
+//! Needs the test cluster: `scripts/redis.sh start` (`SESSIONWARE_REDIS_CLUSTER`, default
+//! `redis://127.0.0.1:7101,redis://127.0.0.1:7102,redis://127.0.0.1:7103`).
+
+#[path = "support/redis.rs"]
+mod support;
+
+use std::collections::BTreeSet;
+
+use serde_json::json;
+use sessionware::store::conformance::Harness;
+use sessionware::{Delta, Id, IdHash, Record, RedisStore, SessionStore};
+use time::{Duration, OffsetDateTime};
+
+struct Cluster;
+
+impl Harness for Cluster {
+    type Store = RedisStore;
+
+    async fn fresh(&self) -> RedisStore {
+        support::cluster_store(&support::unique_prefix("cluster")).await
+    }
+
+    async fn twin(&self, store: &RedisStore) -> RedisStore {
+        support::cluster_store(store.prefix()).await
+    }
+}
+
+sessionware::store_conformance_tests!(Cluster);
+
+fn record(user: &str) -> Record {
+    let now = OffsetDateTime::now_utc();
+    let mut record = Record::new(now, now + Duration::minutes(5), now + Duration::hours(1));
+    record.user_id = Some(user.to_owned());
+    record
+}
+
+/// The ports of the nodes that hold each of `keys` (asked of every node directly: the one
+/// that owns a key's slot answers, the others redirect).
+async fn owners(keys: &[String]) -> BTreeSet<String> {
+    let mut owners = BTreeSet::new();
+    for node in support::cluster_nodes() {
+        let mut conn = support::raw(&node).await;
+        for key in keys {
+            let exists: redis::RedisResult<i64> =
+                redis::cmd("EXISTS").arg(key).query_async(&mut conn).await;
+            if exists == Ok(1) {
+                owners.insert(node.clone());
+            }
+        }
+    }
+    owners
+}
+
+async fn slot(key: &str) -> i64 {
+    let mut conn = support::raw(&support::cluster_nodes()[0]).await;
+    redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .expect("CLUSTER KEYSLOT")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_sessions_on_different_nodes_are_listed_and_revoked() {
+    let store = support::cluster_store(&support::unique_prefix("spread")).await;
+    let mut keys = Vec::new();
+    for device in 0..12 {
+        let mut record = record("spread");
+        record.data.insert("device".into(), json!(device));
+        let key = Id::random().unwrap().hash();
+        assert!(store.create(&key, &record).await.unwrap());
+        keys.push(key);
+    }
+    let redis_keys: Vec<String> = keys
+        .iter()
+        .map(|key| format!("{}:s:{{{key}}}", store.prefix()))
+        .collect();
+    let nodes = owners(&redis_keys).await;
+    assert!(nodes.len() >= 2, "all 12 sessions on one node: {nodes:?}");
+
+    let listed: BTreeSet<IdHash> = store
+        .list_user("spread")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|info| info.key)
+        .collect();
+    assert_eq!(listed, keys.iter().copied().collect());
+    assert_eq!(store.count_user("spread").await.unwrap(), 12);
+    assert_eq!(store.count().await.unwrap(), 12);
+
+    assert_eq!(
+        store.delete_user("spread", Some(&keys[0])).await.unwrap(),
+        11
+    );
+    assert_eq!(store.count_user("spread").await.unwrap(), 1);
+    assert_eq!(store.count().await.unwrap(), 1);
+    assert!(
+        owners(&redis_keys[1..]).await.is_empty(),
+        "revoked sessions remain"
+    );
+    assert!(store.load(&keys[0]).await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_keys_share_one_slot_and_rotation_crosses_slots() {
+    let store = support::cluster_store(&support::unique_prefix("slots")).await;
+    let (old, new) = (Id::random().unwrap().hash(), Id::random().unwrap().hash());
+    let prefix = store.prefix().to_owned();
+    let hash_slot = slot(&old.to_string()).await;
+    assert_eq!(slot(&format!("{prefix}:s:{{{old}}}")).await, hash_slot);
+    assert_eq!(slot(&format!("{prefix}:t:{{{old}}}")).await, hash_slot);
+
+    let mut ann = record("ann");
+    ann.data.insert("cart".into(), json!([1, 2]));
+    store.create(&old, &ann).await.unwrap();
+    let mut delta = Delta::default();
+    delta.set("flash", json!("hi"));
+    delta.user_id = Some(Some("bob".into()));
+    assert!(store.rotate(&old, &new, &delta).await.unwrap());
+    assert!(store.load(&old).await.unwrap().is_none());
+    assert!(store.rotated_away(&old).await.unwrap());
+    let moved = store.load(&new).await.unwrap().expect("under the new key");
+    assert_eq!(moved.data["cart"], json!([1, 2]));
+    assert_eq!(moved.user_id.as_deref(), Some("bob"));
+    assert!(store.list_user("ann").await.unwrap().is_empty());
+    assert_eq!(store.list_user("bob").await.unwrap()[0].key, new);
+    assert!(
+        !store
+            .rotate(&old, &Id::random().unwrap().hash(), &Delta::default())
+            .await
+            .unwrap(),
+        "the old key rotated twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extended_session_stays_listed_and_counted_past_its_first_deadline() {
+    let store = support::cluster_store(&support::unique_prefix("extend")).await;
+    let key = Id::random().unwrap().hash();
+    let now = OffsetDateTime::now_utc();
+    let mut short = record("gus");
+    short.idle_deadline = now + Duration::milliseconds(500);
+    assert!(store.create(&key, &short).await.unwrap());
+    let mut delta = Delta::default();
+    let later = now + Duration::minutes(10);
+    delta.deadlines = Some(sessionware::Deadlines::new(
+        later,
+        short.absolute_deadline,
+        false,
+    ));
+    delta.last_seen = Some(now);
+    assert!(store.apply(&key, &delta).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert_eq!(store.list_user("gus").await.unwrap().len(), 1);
+    assert_eq!(store.count().await.unwrap(), 1);
+    assert_eq!(store.delete_user("gus", None).await.unwrap(), 1);
+    assert_eq!(store.count().await.unwrap(), 0);
+}
