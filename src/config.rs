@@ -15,6 +15,7 @@
 //! | idle refresh step | idle timeout / 30 | see below |
 //! | header transport | `x-session-id`, on | for clients without cookies |
 //! | store timeout | 5 s | a slow store becomes a 503, not a hung request |
+//! | events | logged through `tracing` | see [`event`](crate::event) |
 //!
 //! ## Sliding expiry without a write on every read
 //! A session used at least once every *idle timeout* never idles out, and reading a session
@@ -31,6 +32,7 @@ use http::HeaderName;
 use time::Duration;
 
 use crate::error::Error;
+use crate::event::{log_event, EventSink};
 
 /// The `SameSite` attribute of the session cookie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +85,7 @@ pub(crate) struct Config {
     pub(crate) refresh_step: Option<Duration>,
     pub(crate) store_timeout: Option<std::time::Duration>,
     pub(crate) error_handler: Option<ErrorHandler>,
+    pub(crate) event_sink: EventSink,
 }
 
 impl Default for Config {
@@ -108,6 +111,7 @@ impl Default for Config {
             refresh_step: None,
             store_timeout: Some(std::time::Duration::from_secs(5)),
             error_handler: None,
+            event_sink: Arc::new(log_event),
         }
     }
 }

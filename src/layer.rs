@@ -31,6 +31,7 @@ use tower_layer::Layer;
 
 use crate::config::{is_attribute_value, is_cookie_name, Config, ErrorHandler, SameSite};
 use crate::error::Error;
+use crate::event::{EventSink, SessionEvent};
 use crate::service::SessionService;
 use crate::store::SessionStore;
 
@@ -219,6 +220,19 @@ impl SessionLayer {
     {
         let handler: ErrorHandler = Arc::new(handler);
         self.config_mut().error_handler = Some(handler);
+        self
+    }
+}
+
+impl SessionLayer {
+    /// Sends every [`SessionEvent`] to `sink` instead of logging it (the default). The sink
+    /// runs on the request's task: keep it quick (count, or hand off to a channel).
+    pub fn with_event_sink<F>(mut self, sink: F) -> Self
+    where
+        F: Fn(&SessionEvent) + Send + Sync + 'static,
+    {
+        let sink: EventSink = Arc::new(sink);
+        self.config_mut().event_sink = sink;
         self
     }
 }

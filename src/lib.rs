@@ -61,6 +61,7 @@
 
 pub mod config;
 mod error;
+pub mod event;
 #[cfg(feature = "axum")]
 mod extract;
 mod id;
@@ -73,6 +74,7 @@ mod timeout;
 
 pub use config::SameSite;
 pub use error::{Error, ErrorKind};
+pub use event::SessionEvent;
 #[cfg(feature = "axum")]
 pub use extract::MissingSessionLayer;
 pub use id::{Id, IdHash, ParseIdHashError};

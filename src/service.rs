@@ -19,7 +19,8 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
+use crate::event::SessionEvent;
 use crate::id::Id;
 use crate::session::{ClientMeta, Outgoing, Session, Transport};
 use crate::store::SessionStore;
@@ -198,6 +199,7 @@ fn attach<B>(
 /// The response for an error: the user's shape if they gave one, else the default.
 pub(crate) fn error_response<B: From<String>>(error: &Error, config: &Config) -> Response<B> {
     error.log();
+    report_store_error(error, config);
     let response = match &config.error_handler {
         Some(handler) => handler(error),
         None => error.default_response(),
@@ -205,11 +207,23 @@ pub(crate) fn error_response<B: From<String>>(error: &Error, config: &Config) ->
     response.map(B::from)
 }
 
-/// Gives a handler's `?`-returned session error the user's shape, if they chose one.
+/// Reports a failed store call as a [`SessionEvent::StoreError`].
+fn report_store_error(error: &Error, config: &Config) {
+    if matches!(
+        error.kind(),
+        ErrorKind::StoreUnavailable | ErrorKind::StoreTimeout | ErrorKind::Store
+    ) {
+        (config.event_sink)(&SessionEvent::StoreError { kind: error.kind() });
+    }
+}
+
+/// Reports a handler's `?`-returned session error, and gives it the user's shape if they
+/// chose one.
 fn shape_handler_error<B: From<String>>(response: Response<B>, config: &Config) -> Response<B> {
     #[cfg(feature = "axum")]
-    if let Some(handler) = &config.error_handler {
-        if let Some(marker) = response.extensions().get::<crate::extract::ErrorMarker>() {
+    if let Some(marker) = response.extensions().get::<crate::extract::ErrorMarker>() {
+        report_store_error(&marker.0, config);
+        if let Some(handler) = &config.error_handler {
             return handler(&marker.0).map(B::from);
         }
     }

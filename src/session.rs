@@ -44,6 +44,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::event::SessionEvent;
 use crate::id::{Id, IdHash};
 use crate::record::{Deadlines, Delta, Record, SessionInfo};
 use crate::service::RawId;
@@ -312,7 +313,9 @@ impl Session {
         };
         let keep = self.loaded().await?.stored;
         let store = &self.shared.store;
-        self.call(store.delete_user(&user, keep.as_ref())).await
+        let count = self.call(store.delete_user(&user, keep.as_ref())).await?;
+        self.emit_revoked(user, count);
+        Ok(count)
     }
 
     /// Ends one session of the authenticated user, by the key a listing showed; a key of
@@ -322,7 +325,9 @@ impl Session {
             return Ok(false);
         };
         let store = &self.shared.store;
-        self.call(store.delete_user_session(&user, key)).await
+        let revoked = self.call(store.delete_user_session(&user, key)).await?;
+        self.emit_revoked(user, u64::from(revoked));
+        Ok(revoked)
     }
 
     /// Loads the record on first use and returns the state, locked.
@@ -407,6 +412,24 @@ impl Session {
         StoreTimeout::new(call, self.shared.config.store_timeout)
     }
 
+    fn emit(&self, event: SessionEvent) {
+        (self.shared.config.event_sink)(&event);
+    }
+
+    /// Reports a login, if this request's changes include one.
+    fn emit_login(&self, delta: &Delta, key: IdHash) {
+        if let Some(Some(user_id)) = &delta.user_id {
+            let user_id = user_id.clone();
+            self.emit(SessionEvent::LoggedIn { key, user_id });
+        }
+    }
+
+    fn emit_revoked(&self, user_id: String, count: u64) {
+        if count > 0 {
+            self.emit(SessionEvent::Revoked { user_id, count });
+        }
+    }
+
     /// The well-formed ID the client sent, if any.
     fn incoming(&self) -> Option<&Id> {
         let shared = &self.shared;
@@ -451,7 +474,7 @@ impl Session {
             if let Some(old) = state.stored.take() {
                 self.call(store.delete(&old)).await?;
                 destroyed = true;
-                tracing::info!(target: "sessionware::event", session = %old.short(), "logged out");
+                self.emit(SessionEvent::LoggedOut { key: old });
             }
         }
         // Only the request that ended a session tells the client to forget its cookie: for
@@ -469,6 +492,8 @@ impl Session {
                     self.refuse_if_rotated_away().await?;
                 }
                 let id = self.create(&mut state, fresh).await?;
+                self.emit(SessionEvent::Created { key: id.hash() });
+                self.emit_login(&state.delta, id.hash());
                 Ok(Some(self.outgoing(&id, &state)))
             }
             (Some(old), Some(fresh)) => {
@@ -478,10 +503,9 @@ impl Session {
                 if !moved {
                     return Err(Error::session_ended());
                 }
-                tracing::info!(
-                    target: "sessionware::event",
-                    from = %old.short(), to = %fresh.hash().short(), "session ID rotated"
-                );
+                let to = fresh.hash();
+                self.emit(SessionEvent::Rotated { from: old, to });
+                self.emit_login(&state.delta, to);
                 Ok(Some(self.outgoing(&fresh, &state)))
             }
             (Some(key), None) => {
@@ -529,7 +553,6 @@ impl Session {
                 .call(self.shared.store.create(&id.hash(), record))
                 .await?
             {
-                tracing::info!(target: "sessionware::event", session = %id.hash().short(), "session created");
                 state.fresh = Some(id.clone());
                 return Ok(id);
             }

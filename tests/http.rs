@@ -867,3 +867,67 @@ async fn a_real_server_keeps_a_session_across_connections() {
     );
     server.abort();
 }
+
+// ---- Events ----
+
+#[tokio::test]
+async fn events_report_what_happened_to_sessions() {
+    use sessionware::SessionEvent;
+    use std::sync::{Arc, Mutex};
+
+    let events: Arc<Mutex<Vec<SessionEvent>>> = Arc::default();
+    let sink = events.clone();
+    let store = store();
+    let layer = SessionLayer::new(store.clone())
+        .with_event_sink(move |event| sink.lock().unwrap().push(event.clone()));
+    let app = app_with(layer);
+    let take = || std::mem::take(&mut *events.lock().unwrap());
+
+    let first = new_session(&app).await;
+    assert_eq!(take(), [SessionEvent::Created { key: hash(&first) }]);
+
+    let login = send(&app, get("/login/ann", Some(&first)))
+        .await
+        .cookie("id")
+        .unwrap();
+    assert_eq!(
+        take(),
+        [
+            SessionEvent::Rotated {
+                from: hash(&first),
+                to: hash(&login)
+            },
+            SessionEvent::LoggedIn {
+                key: hash(&login),
+                user_id: "ann".into()
+            },
+        ]
+    );
+
+    send(&app, get("/get/seed", Some(&login))).await;
+    assert!(take().is_empty(), "a read is not an event");
+
+    let other = new_session(&app).await;
+    send(&app, get("/login/ann", Some(&other))).await;
+    take();
+    send(&app, get("/revoke-others", Some(&login))).await;
+    assert_eq!(
+        take(),
+        [SessionEvent::Revoked {
+            user_id: "ann".into(),
+            count: 1
+        }]
+    );
+
+    send(&app, get("/logout", Some(&login))).await;
+    assert_eq!(take(), [SessionEvent::LoggedOut { key: hash(&login) }]);
+
+    store.set_fault(Fault::Unavailable);
+    send(&app, get("/set/k/v", None)).await;
+    assert_eq!(
+        take(),
+        [SessionEvent::StoreError {
+            kind: ErrorKind::StoreUnavailable
+        }]
+    );
+}
