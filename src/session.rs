@@ -204,19 +204,28 @@ impl Session {
         Ok(())
     }
 
-    /// Marks the session as authenticated for `user_id`, keeping its data, and gives it a
-    /// new ID: once the response is sent, the old ID finds nothing. A login starts a new
-    /// authenticated session, so the absolute timeout counts from now.
+    /// Marks the session as authenticated for `user_id` and gives it a new ID: once the
+    /// response is sent, the old ID finds nothing. A login starts a new authenticated
+    /// session, so the absolute timeout counts from now. The data of an anonymous session
+    /// is kept (a cart survives logging in); the data of a session that belonged to another
+    /// user is not, so nothing passes from one user to the next.
     pub async fn login(&self, user_id: impl Into<String>) -> Result<(), Error> {
         let user_id = user_id.into();
         let mut state = self.loaded().await?;
         let now = OffsetDateTime::now_utc();
         let record = self.ensure_record(&mut state)?;
+        let switching_user = record.user_id.as_ref().is_some_and(|old| *old != user_id);
+        if switching_user {
+            record.data.clear();
+        }
         record.user_id = Some(user_id.clone());
         record.created_at = now;
         record.last_seen = now;
         let deadlines = self.deadlines(now, now, record.remember_me);
         apply_deadlines(record, deadlines);
+        if switching_user {
+            state.delta.clear_data();
+        }
         state.delta.user_id = Some(Some(user_id));
         state.delta.created_at = Some(now);
         state.delta.last_seen = Some(now);

@@ -528,6 +528,40 @@ async fn login_rotates_the_id_and_kills_the_old_one() {
 }
 
 #[tokio::test]
+async fn logging_in_as_another_user_drops_the_previous_users_data() {
+    let app = app(&store());
+    let id = new_session(&app).await;
+    let ann = send(&app, get("/login/ann", Some(&id)))
+        .await
+        .cookie("id")
+        .unwrap();
+    assert_eq!(
+        send(&app, get("/get/seed", Some(&ann))).await.body,
+        "\"0\"",
+        "kept at login"
+    );
+    send(&app, get("/set/secret/ann-only", Some(&ann))).await;
+    let again = send(&app, get("/login/ann", Some(&ann)))
+        .await
+        .cookie("id")
+        .unwrap();
+    assert_eq!(
+        send(&app, get("/get/secret", Some(&again))).await.body,
+        "\"ann-only\""
+    );
+    let bob = send(&app, get("/login/bob", Some(&again)))
+        .await
+        .cookie("id")
+        .unwrap();
+    assert_eq!(send(&app, get("/whoami", Some(&bob))).await.body, "bob");
+    assert_eq!(
+        send(&app, get("/get/secret", Some(&bob))).await.body,
+        "",
+        "ann's data leaked"
+    );
+}
+
+#[tokio::test]
 async fn cycle_id_keeps_data_and_user_under_a_new_id() {
     let app = app(&store());
     let id = new_session(&app).await;
