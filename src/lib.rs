@@ -86,8 +86,13 @@ pub use session::{Key, Session};
 pub use store::memory::MemoryStore;
 pub use store::SessionStore;
 // Store re-exports, one line per store:
+pub use store::caching::CachingStore;
 #[cfg(feature = "redis")]
 pub use store::redis::RedisStore;
+#[cfg(feature = "postgres")]
+pub use store::sql::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use store::sql::SqliteStore;
 
 // The README's examples are compiled as doc-tests, so they cannot drift from the API.
 #[cfg(doctest)]

@@ -360,7 +360,10 @@ pub async fn extended_session_stays_listed_and_revocable<H: Harness>(harness: &H
     assert_eq!(store.count_user("ann").await.unwrap(), 1);
     assert_eq!(store.count().await.unwrap(), 1);
     assert_eq!(store.delete_user("ann", None).await.unwrap(), 1);
-    assert!(load(&store, &key).await.is_none(), "revocation missed the extended session");
+    assert!(
+        load(&store, &key).await.is_none(),
+        "revocation missed the extended session"
+    );
 }
 
 /// Rotation moves data and index entry to the new key; the old key finds nothing.

@@ -53,6 +53,7 @@ use crate::error::Error;
 use crate::id::IdHash;
 use crate::record::{Delta, Record, SessionInfo};
 
+pub mod caching;
 pub mod conformance;
 #[cfg(feature = "memory")]
 pub mod memory;
