@@ -353,7 +353,9 @@ impl Session {
             let key = id.hash();
             let now = OffsetDateTime::now_utc();
             let found = self.call(self.shared.store.load(&key)).await?;
-            if let Some(mut record) = found.filter(|r| !r.is_expired(now)) {
+            if let Some(mut record) =
+                found.filter(|r| !r.is_expired(now) && self.within_limits(r, now))
+            {
                 self.refresh_idle_deadline(&mut state, &mut record, now);
                 state.record = Some(record);
                 state.stored = Some(key);
@@ -363,6 +365,13 @@ impl Session {
         }
         state.loaded = true;
         Ok(state)
+    }
+
+    /// Whether `record` is within the absolute timeout configured *now*: a session created
+    /// under a longer one ends as soon as the operator lowers it, not at its old deadline.
+    fn within_limits(&self, record: &Record, now: OffsetDateTime) -> bool {
+        let timeouts = self.shared.config.timeouts(record.remember_me);
+        now < record.created_at + timeouts.absolute
     }
 
     /// Sliding expiry: moves the idle deadline forward only once less than one idle

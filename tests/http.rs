@@ -481,6 +481,27 @@ async fn absolute_timeout_ends_a_session_however_much_it_is_used() {
 }
 
 #[tokio::test]
+async fn lowering_the_absolute_timeout_ends_older_sessions_at_once() {
+    let store = store();
+    let generous =
+        app_with(SessionLayer::new(store.clone()).with_absolute_timeout(Duration::hours(12)));
+    let id = new_session(&generous).await;
+    tokio::time::sleep(StdDuration::from_millis(300)).await;
+    let strict = app_with(
+        SessionLayer::new(store.clone()).with_absolute_timeout(Duration::milliseconds(200)),
+    );
+    assert_eq!(
+        send(&strict, get("/get/seed", Some(&id))).await.body,
+        "",
+        "outlived the new limit"
+    );
+    assert_eq!(
+        send(&generous, get("/get/seed", Some(&id))).await.body,
+        "\"0\""
+    );
+}
+
+#[tokio::test]
 async fn reads_extend_the_deadline_at_most_once_per_refresh_step() {
     let store = store();
     let layer = SessionLayer::new(store.clone())
