@@ -45,6 +45,8 @@ pub(crate) const ID_TEXT_LEN: usize = 43;
 #[derive(Clone, PartialEq, Eq)]
 pub struct Id {
     bytes: [u8; ID_BYTES],
+    /// Worked out once: a request needs the hash for its load, its save and its events.
+    hash: IdHash,
 }
 
 impl Id {
@@ -55,7 +57,7 @@ impl Id {
     pub fn random() -> Result<Self, Error> {
         let mut bytes = [0u8; ID_BYTES];
         getrandom::fill(&mut bytes).map_err(|err| Error::randomness(err.to_string()))?;
-        Ok(Self { bytes })
+        Ok(Self::from_bytes(bytes))
     }
 
     /// Parses an ID as a client sent it: exactly 43 characters of URL-safe base64 in
@@ -69,9 +71,14 @@ impl Id {
         }
         let mut bytes = [0u8; ID_BYTES];
         match URL_SAFE_NO_PAD.decode_slice(text, &mut bytes) {
-            Ok(ID_BYTES) => Some(Self { bytes }),
+            Ok(ID_BYTES) => Some(Self::from_bytes(bytes)),
             _ => None,
         }
+    }
+
+    fn from_bytes(bytes: [u8; ID_BYTES]) -> Self {
+        let hash = IdHash(Sha256::digest(bytes).into());
+        Self { bytes, hash }
     }
 
     /// The ID's text form, for the cookie or header that carries it to the client.
@@ -83,7 +90,7 @@ impl Id {
 
     /// The hash stores key this session's record by.
     pub fn hash(&self) -> IdHash {
-        IdHash(Sha256::digest(self.bytes).into())
+        self.hash
     }
 }
 
@@ -144,10 +151,15 @@ impl fmt::Debug for IdHash {
 
 impl fmt::Display for IdHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in self.0 {
-            write!(f, "{byte:02x}")?;
+        // Stores build a key from this on every call: a table lookup per nibble instead of
+        // 32 formatted writes.
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0u8; 64];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0x0f)];
         }
-        Ok(())
+        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -260,6 +272,24 @@ mod tests {
             assert!(!shown.contains(&secret[..8]), "{shown}");
             assert!(shown.contains(&id.hash().short()), "{shown}");
         }
+    }
+
+    #[test]
+    fn hash_is_sha256_of_the_bytes_in_lowercase_hex() {
+        // SHA-256 of 32 zero bytes, a published test vector.
+        let zero = Id::from_bytes([0; 32]);
+        assert_eq!(
+            zero.hash().to_string(),
+            "66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925"
+        );
+        let id = Id::random().unwrap();
+        let reference: String = id
+            .hash()
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(id.hash().to_string(), reference);
     }
 
     #[test]

@@ -96,7 +96,8 @@ struct Shared {
 struct State {
     loaded: bool,
     /// The session as this request sees it, its own changes included. `None`: no session.
-    record: Option<Record>,
+    /// Shared with the store where it can be: copied only when this request changes it.
+    record: Option<Arc<Record>>,
     /// The key the record had in the store when this request loaded it.
     stored: Option<IdHash>,
     /// An ID issued during this request: for a new session, or a rotation of `stored`.
@@ -185,7 +186,10 @@ impl Session {
     /// after the removal.
     pub async fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
         let mut state = self.loaded().await?;
-        let Some(value) = state.record.as_mut().and_then(|r| r.data.remove(key)) else {
+        let Some(record) = state.record.as_mut().filter(|r| r.data.contains_key(key)) else {
+            return Ok(None);
+        };
+        let Some(value) = Arc::make_mut(record).data.remove(key) else {
             return Ok(None);
         };
         state.delta.remove(key);
@@ -198,7 +202,7 @@ impl Session {
     pub async fn clear(&self) -> Result<(), Error> {
         let mut state = self.loaded().await?;
         if let Some(record) = state.record.as_mut() {
-            record.data.clear();
+            Arc::make_mut(record).data.clear();
             state.delta.clear_data();
         }
         Ok(())
@@ -352,7 +356,7 @@ impl Session {
         if let Some(id) = self.incoming() {
             let key = id.hash();
             let now = OffsetDateTime::now_utc();
-            let found = self.call(self.shared.store.load(&key)).await?;
+            let found = self.call(self.shared.store.load_shared(&key)).await?;
             if let Some(mut record) =
                 found.filter(|r| !r.is_expired(now) && self.within_limits(r, now))
             {
@@ -376,7 +380,12 @@ impl Session {
 
     /// Sliding expiry: moves the idle deadline forward only once less than one idle
     /// timeout remains (see [`config`](crate::config)), so most reads write nothing.
-    fn refresh_idle_deadline(&self, state: &mut State, record: &mut Record, now: OffsetDateTime) {
+    fn refresh_idle_deadline(
+        &self,
+        state: &mut State,
+        record: &mut Arc<Record>,
+        now: OffsetDateTime,
+    ) {
         let timeouts = self.shared.config.timeouts(record.remember_me);
         if record.idle_deadline - now >= timeouts.idle {
             return;
@@ -385,6 +394,7 @@ impl Session {
         if deadlines.idle <= record.idle_deadline {
             return; // already pinned to the absolute deadline
         }
+        let record = Arc::make_mut(record);
         apply_deadlines(record, deadlines);
         record.last_seen = now;
         state.delta.deadlines = Some(deadlines);
@@ -401,9 +411,11 @@ impl Session {
             record.ip = self.shared.client.ip.map(|ip| ip.to_string());
             record.user_agent = self.shared.client.user_agent.as_ref().map(truncated_text);
             state.fresh = Some(Id::random()?);
-            state.record = Some(record);
+            state.record = Some(Arc::new(record));
         }
-        Ok(state.record.as_mut().expect("set just above"))
+        Ok(Arc::make_mut(
+            state.record.as_mut().expect("set just above"),
+        ))
     }
 
     /// Issues a new ID for a stored session (a new session already has a fresh one).
@@ -565,7 +577,7 @@ impl Session {
 
     /// Files a new session under a fresh ID, drawing another should it ever collide.
     async fn create(&self, state: &mut State, mut id: Id) -> Result<Id, Error> {
-        let record = state.record.as_ref().expect("a new session has a record");
+        let record: &Record = state.record.as_ref().expect("a new session has a record");
         for _ in 0..CREATE_ATTEMPTS {
             if self
                 .call(self.shared.store.create(&id.hash(), record))

@@ -174,6 +174,9 @@ pub async fn round_trip_keeps_every_field<H: Harness>(harness: &H) {
     let key = created(&store, &record).await;
     let loaded = load(&store, &key).await.expect("the record just created");
     assert_same_record(&loaded, &record);
+    let shared = store.load_shared(&key).await.unwrap();
+    assert_same_record(&shared.expect("load_shared agrees with load"), &record);
+    assert!(store.load_shared(&self::key()).await.unwrap().is_none());
 }
 
 /// `create` never overwrites a live session.

@@ -32,7 +32,9 @@ const SHARDS: usize = 256;
 const DEFAULT_PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 type UserIndex = HashMap<String, HashSet<IdHash, KeyHasher>>;
-type Sessions = HashMap<IdHash, Record, KeyHasher>;
+// Records are shared with the requests reading them: a read costs a reference count, not a
+// copy; a write copies only if a request still holds the old version.
+type Sessions = HashMap<IdHash, Arc<Record>, KeyHasher>;
 
 /// Hashes an [`IdHash`] by its first eight bytes. They are SHA-256 output, uniform by
 /// construction, and only IDs the server generated are ever inserted, so no client can
@@ -244,8 +246,8 @@ impl Inner {
                 shard.sessions.retain(|key, record| {
                     let keep = !record.is_expired(now);
                     if !keep {
-                        if let Some(user) = record.user_id.take() {
-                            owners.push((user, *key));
+                        if let Some(user) = &record.user_id {
+                            owners.push((user.clone(), *key));
                         }
                         purged += 1;
                     }
@@ -273,6 +275,16 @@ impl SessionStore for MemoryStore {
             .sessions
             .get(key)
             .filter(|record| !record.is_expired(now))
+            .map(|record| Record::clone(record)))
+    }
+
+    async fn load_shared(&self, key: &IdHash) -> Result<Option<Arc<Record>>, Error> {
+        let now = OffsetDateTime::now_utc();
+        let shard = self.inner.lock_shard(key);
+        Ok(shard
+            .sessions
+            .get(key)
+            .filter(|record| !record.is_expired(now))
             .cloned())
     }
 
@@ -288,7 +300,7 @@ impl SessionStore for MemoryStore {
             {
                 return Ok(false);
             }
-            shard.sessions.insert(*key, record.clone())
+            shard.sessions.insert(*key, Arc::new(record.clone()))
         };
         let before = replaced.as_ref().and_then(|old| old.user_id.as_deref());
         self.inner.reindex(*key, before, record.user_id.as_deref());
@@ -303,6 +315,7 @@ impl SessionStore for MemoryStore {
                 return Ok(false);
             };
             let before = record.user_id.clone();
+            let record = Arc::make_mut(record);
             delta.apply_to(record);
             (before, record.user_id.clone())
         };
@@ -430,7 +443,7 @@ fn move_record(
     let mut record = source.sessions.remove(from)?;
     source.tombstones.insert(*from, now + ROTATION_TOMBSTONE);
     let before = record.user_id.clone();
-    delta.apply_to(&mut record);
+    delta.apply_to(Arc::make_mut(&mut record));
     let after = record.user_id.clone();
     target.unwrap_or(source).sessions.insert(*to, record);
     Some((before, after))

@@ -46,6 +46,8 @@
 //! # Ok::<(), sessionware::Error>(()) }).unwrap();
 //! ```
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use time::Duration;
 
@@ -75,6 +77,13 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The record filed under `key`, or `None` if there is none, it has expired, or it
     /// cannot be decoded (logged).
     async fn load(&self, key: &IdHash) -> Result<Option<Record>, Error>;
+
+    /// [`load`](Self::load), as a shared value: what the layer calls on every request.
+    /// Stores that keep records in memory override it to hand out a reference-counted
+    /// record instead of a copy; the default wraps `load`.
+    async fn load_shared(&self, key: &IdHash) -> Result<Option<Arc<Record>>, Error> {
+        Ok(self.load(key).await?.map(Arc::new))
+    }
 
     /// Files a new record under `key`. Returns `false`, writing nothing, if a live record
     /// already has that key.
@@ -132,9 +141,12 @@ pub trait SessionStore: Send + Sync + 'static {
 }
 
 #[async_trait]
-impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
+impl<T: SessionStore + ?Sized> SessionStore for Arc<T> {
     async fn load(&self, key: &IdHash) -> Result<Option<Record>, Error> {
         (**self).load(key).await
+    }
+    async fn load_shared(&self, key: &IdHash) -> Result<Option<Arc<Record>>, Error> {
+        (**self).load_shared(key).await
     }
     async fn create(&self, key: &IdHash, record: &Record) -> Result<bool, Error> {
         (**self).create(key, record).await
