@@ -308,7 +308,7 @@ impl Session {
             let state = self.loaded().await?;
             (state.stored, current_key(&state))
         };
-        let mut sessions = self.call(self.shared.store.list_user(&user)).await?;
+        let mut sessions = self.call(self.store().list_user(&user)).await?;
         if let (Some(stored), Some(current)) = (stored, current) {
             // A rotation decided in this request is not in the store yet.
             for info in sessions.iter_mut().filter(|info| info.key == stored) {
@@ -325,7 +325,7 @@ impl Session {
             return Ok(0);
         };
         let keep = self.loaded().await?.stored;
-        let store = &self.shared.store;
+        let store = self.store();
         let count = self.call(store.delete_user(&user, keep.as_ref())).await?;
         self.emit_revoked(user, count);
         Ok(count)
@@ -337,7 +337,7 @@ impl Session {
         let Some(user) = self.user_id().await? else {
             return Ok(false);
         };
-        let store = &self.shared.store;
+        let store = self.store();
         let revoked = self.call(store.delete_user_session(&user, key)).await?;
         self.emit_revoked(user, u64::from(revoked));
         Ok(revoked)
@@ -356,7 +356,7 @@ impl Session {
         if let Some(id) = self.incoming() {
             let key = id.hash();
             let now = OffsetDateTime::now_utc();
-            let found = self.call(self.shared.store.load_shared(&key)).await?;
+            let found = self.call(self.store().load_shared(&key)).await?;
             if let Some(mut record) =
                 found.filter(|r| !r.is_expired(now) && self.within_limits(r, now))
             {
@@ -434,6 +434,12 @@ impl Session {
         Deadlines::new(idle, absolute, remember)
     }
 
+    /// The store, as the trait object itself: calling through the `Arc` would go through
+    /// the blanket `SessionStore for Arc<T>` impl and box every call's future twice.
+    fn store(&self) -> &dyn SessionStore {
+        &*self.shared.store
+    }
+
     /// Runs a store call under the layer's store timeout.
     fn call<F, T>(&self, call: F) -> StoreTimeout<F>
     where
@@ -498,7 +504,7 @@ impl Session {
         if !state.loaded {
             return Ok(None);
         }
-        let store = &self.shared.store;
+        let store = self.store();
         let mut destroyed = false;
         if state.destroy {
             if let Some(old) = state.stored.take() {
@@ -567,7 +573,7 @@ impl Session {
             return Ok(());
         };
         if self
-            .call(self.shared.store.rotated_away(&incoming.hash()))
+            .call(self.store().rotated_away(&incoming.hash()))
             .await?
         {
             return Err(Error::session_ended());
@@ -580,7 +586,7 @@ impl Session {
         let record: &Record = state.record.as_ref().expect("a new session has a record");
         for _ in 0..CREATE_ATTEMPTS {
             if self
-                .call(self.shared.store.create(&id.hash(), record))
+                .call(self.store().create(&id.hash(), record))
                 .await?
             {
                 state.fresh = Some(id.clone());
