@@ -127,18 +127,9 @@ pub fn run(redis_url: &str, out: &Path) {
             let server = Server::start(mode, settings.port, redis_url);
             let cookie = runtime.block_on(session_cookie(addr));
             let url = |case: Case| format!("http://{addr}{}", case.path());
-            wrk::run(
-                &script,
-                &url(Case::Read),
-                cookie.as_deref(),
-                settings.warmup,
-            );
+            wrk::run(&script, &url(Case::Read), Some(&cookie), settings.warmup);
             for case in Case::ALL {
-                let cookie = if case.sends_cookie() {
-                    cookie.as_deref()
-                } else {
-                    None
-                };
+                let cookie = case.sends_cookie().then_some(cookie.as_str());
                 let uses_redis = mode.uses_redis();
                 let cpu_before = proc_stats::cpu_micros(server.pid());
                 let counts_before = uses_redis.then(|| redis.command_counts());
@@ -218,8 +209,14 @@ async fn requests(addr: SocketAddr, path: &str, cookie: Option<&str>, count: usi
     }
 }
 
-/// The cookie header of a session made by one `/incr` (none for the bare app).
-async fn session_cookie(addr: SocketAddr) -> Option<String> {
+/// What the bare app is sent where the session apps get their session cookie: a cookie of
+/// the same shape and length as sessionware's (which the bare app ignores), so every mode
+/// parses the same request bytes and the ratios measure the session work alone.
+const PLACEHOLDER_COOKIE: &str = "id=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+/// The cookie header of a session made by one `/incr`, or for an app that sets none (the
+/// bare one) [`PLACEHOLDER_COOKIE`].
+async fn session_cookie(addr: SocketAddr) -> String {
     let response = client::get(addr, "/incr", None)
         .await
         .expect("first request");
@@ -228,7 +225,11 @@ async fn session_cookie(addr: SocketAddr) -> Option<String> {
         "first request failed: {}",
         response.body
     );
-    (!response.cookies.is_empty()).then(|| response.cookie_header())
+    if response.cookies.is_empty() {
+        PLACEHOLDER_COOKIE.to_owned()
+    } else {
+        response.cookie_header()
+    }
 }
 
 fn scale_in_subprocess(kind: &str, live: usize, redis_url: &str) -> serde_json::Value {
