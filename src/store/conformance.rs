@@ -595,35 +595,48 @@ pub async fn concurrent_deltas_on_distinct_keys_all_survive<H: Harness>(harness:
     assert!(lost.is_empty(), "lost keys {lost:?}");
 }
 
+/// Runs 20 deltas on `key`, each setting its own data key, spread over two store handles
+/// as two servers would send them, with `interruption` started after the tenth; waits for
+/// all of them and fails on any store error.
+async fn race_deltas<S, F>(store: &S, twin: &S, key: IdHash, interruption: F)
+where
+    S: SessionStore + Clone,
+    F: Future<Output = Result<(), crate::Error>> + Send + 'static,
+{
+    let mut interruption = Some(interruption);
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let handle = if i % 2 == 0 {
+            store.clone()
+        } else {
+            twin.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            handle
+                .apply(&key, &delta_setting(&format!("k{i}"), json!(i)))
+                .await
+                .map(|_| ())
+        }));
+        if i == 10 {
+            if let Some(interruption) = interruption.take() {
+                tasks.push(tokio::spawn(interruption));
+            }
+        }
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+}
+
 /// Deltas racing with a delete never bring the session back.
 pub async fn delete_racing_with_deltas_never_resurrects<H: Harness>(harness: &H) {
     let store = harness.fresh().await;
     let twin = harness.twin(&store).await;
     for _ in 0..5 {
         let key = created(&store, &record_for(Some("ann"))).await;
-        let mut tasks = Vec::new();
-        for i in 0..20 {
-            let handle = if i % 2 == 0 {
-                store.clone()
-            } else {
-                twin.clone()
-            };
-            tasks.push(tokio::spawn(async move {
-                handle
-                    .apply(&key, &delta_setting(&format!("k{i}"), json!(i)))
-                    .await
-                    .map(|_| ())
-            }));
-            if i == 10 {
-                let store = store.clone();
-                tasks.push(tokio::spawn(
-                    async move { store.delete(&key).await.map(|_| ()) },
-                ));
-            }
-        }
-        for task in tasks {
-            task.await.unwrap().unwrap();
-        }
+        let deleter = store.clone();
+        let delete = async move { deleter.delete(&key).await.map(|_| ()) };
+        race_deltas(&store, &twin, key, delete).await;
         assert!(
             load(&store, &key).await.is_none(),
             "a delta resurrected the session"
@@ -638,30 +651,12 @@ pub async fn rotate_racing_with_deltas_leaves_one_record<H: Harness>(harness: &H
     let twin = harness.twin(&store).await;
     let old = created(&store, &record_for(Some("ann"))).await;
     let new = key();
-    let mut tasks = Vec::new();
-    for i in 0..20 {
-        let handle = if i % 2 == 0 {
-            store.clone()
-        } else {
-            twin.clone()
-        };
-        tasks.push(tokio::spawn(async move {
-            handle
-                .apply(&old, &delta_setting(&format!("k{i}"), json!(i)))
-                .await
-                .map(|_| ())
-        }));
-        if i == 10 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                assert!(store.rotate(&old, &new, &Delta::default()).await?);
-                Ok(())
-            }));
-        }
-    }
-    for task in tasks {
-        task.await.unwrap().unwrap();
-    }
+    let rotator = store.clone();
+    let rotate = async move {
+        assert!(rotator.rotate(&old, &new, &Delta::default()).await?);
+        Ok(())
+    };
+    race_deltas(&store, &twin, old, rotate).await;
     assert!(load(&store, &old).await.is_none());
     assert!(load(&store, &new).await.is_some());
     assert_eq!(store.count().await.unwrap(), 1);
@@ -750,6 +745,35 @@ async fn new_session(app: &App) -> String {
     issued_id(&response).expect("a new session sets a cookie")
 }
 
+/// Sends 20 concurrent requests on session `id`, spread over two servers: request 10 is
+/// `interruption`, the others each set their own key `k<i>`. Returns each request's index
+/// and response.
+async fn race_requests(
+    one: &Arc<App>,
+    two: &Arc<App>,
+    id: &str,
+    interruption: &str,
+) -> Vec<(usize, Response<String>)> {
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let app = if i % 2 == 0 { one.clone() } else { two.clone() };
+            let (id, path) = (
+                id.to_owned(),
+                match i {
+                    10 => interruption.to_owned(),
+                    _ => format!("/set/k{i}/v"),
+                },
+            );
+            tokio::spawn(async move { (i, send(&app, &path, Some(&id)).await) })
+        })
+        .collect();
+    let mut responses = Vec::new();
+    for task in tasks {
+        responses.push(task.await.expect("a request task"));
+    }
+    responses
+}
+
 /// Rule 1: 50 concurrent requests on one session, each setting a different key, through
 /// two servers: all 50 keys survive.
 pub async fn layer_concurrent_requests_keep_all_keys<H: Harness>(harness: &H) {
@@ -788,23 +812,9 @@ pub async fn layer_logout_racing_with_writes_leaves_no_record<H: Harness>(harnes
         let id = new_session(&one).await;
         let id = issued_id(&send(&one, &format!("/login/{user}"), Some(&id)).await)
             .expect("login issues a new ID");
-        let mut tasks = Vec::new();
-        for i in 0..20 {
-            let (app, id) = (
-                if i % 2 == 0 { one.clone() } else { two.clone() },
-                id.clone(),
-            );
-            let path = if i == 10 {
-                "/logout".to_owned()
-            } else {
-                format!("/set/k{i}/v")
-            };
-            tasks.push(tokio::spawn(
-                async move { send(&app, &path, Some(&id)).await },
-            ));
-        }
-        for task in tasks {
-            let status = task.await.unwrap().status();
+        let responses = race_requests(&one, &two, &id, "/logout").await;
+        for (_, response) in responses {
+            let status = response.status();
             assert!(
                 status == StatusCode::OK || status == StatusCode::CONFLICT,
                 "unexpected {status}"
@@ -828,25 +838,10 @@ pub async fn layer_rotation_racing_with_writes_leaves_one_live_record<H: Harness
     let (one, two) = (Arc::new(app(store.clone())), Arc::new(app(twin)));
     let id = new_session(&one).await;
     let id = issued_id(&send(&one, "/login/rotor", Some(&id)).await).unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..20 {
-        let (app, id) = (
-            if i % 2 == 0 { one.clone() } else { two.clone() },
-            id.clone(),
-        );
-        let path = if i == 10 {
-            "/cycle".to_owned()
-        } else {
-            format!("/set/k{i}/v")
-        };
-        tasks.push(tokio::spawn(async move {
-            (i, send(&app, &path, Some(&id)).await)
-        }));
-    }
+    let responses = race_requests(&one, &two, &id, "/cycle").await;
     let mut rotated = None;
     let mut acknowledged = Vec::new();
-    for task in tasks {
-        let (i, response) = task.await.unwrap();
+    for (i, response) in responses {
         let status = response.status();
         assert!(
             status == StatusCode::OK || status == StatusCode::CONFLICT,
