@@ -243,7 +243,9 @@ pub(crate) enum RawId {
     Header(HeaderValue),
     /// The session header more than once: ambiguous, so no ID.
     Ambiguous,
-    /// The request's `Cookie` header values.
+    /// The request's one `Cookie` header (HTTP/1.1 sends one; no allocation to keep it).
+    Cookie(HeaderValue),
+    /// The request's `Cookie` header values, when there are several (HTTP/2 may split them).
     Cookies(Vec<HeaderValue>),
 }
 
@@ -263,11 +265,11 @@ impl RawId {
                 return (raw, Transport::Header);
             }
         }
-        let cookies: Vec<HeaderValue> = headers.get_all(COOKIE).iter().cloned().collect();
-        let raw = if cookies.is_empty() {
-            RawId::Absent
-        } else {
-            RawId::Cookies(cookies)
+        let mut cookies = headers.get_all(COOKIE).iter();
+        let raw = match (cookies.next(), cookies.next()) {
+            (None, _) => RawId::Absent,
+            (Some(only), None) => RawId::Cookie(only.clone()),
+            (Some(_), Some(_)) => RawId::Cookies(headers.get_all(COOKIE).iter().cloned().collect()),
         };
         (raw, Transport::Cookie)
     }
@@ -278,6 +280,7 @@ impl RawId {
         match self {
             RawId::Absent | RawId::Ambiguous => None,
             RawId::Header(value) => Id::parse(value.as_bytes()),
+            RawId::Cookie(value) => cookie_id(std::slice::from_ref(value), cookie_name.as_bytes()),
             RawId::Cookies(values) => cookie_id(values, cookie_name.as_bytes()),
         }
     }
@@ -372,6 +375,15 @@ mod tests {
         let same_twice = format!("id={0}; id={0}", a.expose_secret());
         let map = headers(&[("cookie", same_twice.as_bytes())]);
         assert!(read_id(&config, &map).0.is_none());
+        let (first, second) = (
+            format!("id={}", a.expose_secret()),
+            format!("id={}", b.expose_secret()),
+        );
+        let across = headers(&[("cookie", first.as_bytes()), ("cookie", second.as_bytes())]);
+        assert!(
+            read_id(&config, &across).0.is_none(),
+            "a duplicate in another header"
+        );
         let big = format!("id={}", "A".repeat(8192));
         assert!(read_id(&config, &headers(&[("cookie", big.as_bytes())]))
             .0
