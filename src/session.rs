@@ -585,10 +585,7 @@ impl Session {
     async fn create(&self, state: &mut State, mut id: Id) -> Result<Id, Error> {
         let record: &Record = state.record.as_ref().expect("a new session has a record");
         for _ in 0..CREATE_ATTEMPTS {
-            if self
-                .call(self.store().create(&id.hash(), record))
-                .await?
-            {
+            if self.call(self.store().create(&id.hash(), record)).await? {
                 state.fresh = Some(id.clone());
                 return Ok(id);
             }

@@ -85,7 +85,10 @@ fn flag(on: bool) -> &'static str {
     }
 }
 
-/// Appends `delta` to a script call in the layout `apply_delta` in the Lua prelude reads.
+/// Appends `delta` to a script call in the layout `apply_delta` in lua.rs reads: what the
+/// script decides on (the user, the new expiry), then every field to delete and every
+/// field/value pair to set, meta fields included, so that the script writes them with one
+/// `HDEL` and one `HSET` and converts no number it does not compare.
 pub(super) fn push_delta(cmd: &mut Cmd, delta: &Delta) -> Result<(), Error> {
     cmd.arg(flag(delta.clear));
     match &delta.user_id {
@@ -94,18 +97,36 @@ pub(super) fn push_delta(cmd: &mut Cmd, delta: &Delta) -> Result<(), Error> {
         Some(None) => cmd.arg("c").arg(""),
     };
     match &delta.deadlines {
-        Some(deadlines) => cmd
-            .arg(millis(deadlines.idle))
-            .arg(millis(deadlines.absolute))
-            .arg(flag(deadlines.remember_me)),
-        None => cmd.arg("").arg("").arg(""),
+        Some(deadlines) => {
+            let (idle, absolute) = (millis(deadlines.idle), millis(deadlines.absolute));
+            cmd.arg(idle.min(absolute)).arg(absolute)
+        }
+        None => cmd.arg("").arg(""),
     };
-    let optional = |t: Option<OffsetDateTime>| t.map(|t| millis(t).to_string()).unwrap_or_default();
-    cmd.arg(optional(delta.last_seen))
-        .arg(optional(delta.created_at));
-    cmd.arg(delta.removals().count());
+    let clears_user = matches!(delta.user_id, Some(None));
+    cmd.arg(delta.removals().count() + usize::from(clears_user));
+    if clears_user {
+        cmd.arg("u");
+    }
     for key in delta.removals() {
         cmd.arg(data_field(key));
+    }
+    if let Some(Some(user)) = &delta.user_id {
+        cmd.arg("u").arg(user.as_str());
+    }
+    if let Some(deadlines) = &delta.deadlines {
+        cmd.arg("i")
+            .arg(millis(deadlines.idle))
+            .arg("a")
+            .arg(millis(deadlines.absolute))
+            .arg("r")
+            .arg(flag(deadlines.remember_me));
+    }
+    if let Some(seen) = delta.last_seen {
+        cmd.arg("l").arg(millis(seen));
+    }
+    if let Some(created) = delta.created_at {
+        cmd.arg("c").arg(millis(created));
     }
     for (key, value) in delta.sets() {
         cmd.arg(data_field(key))

@@ -1,111 +1,148 @@
 //! The Lua scripts: each runs atomically on the node that holds its session key.
 //!
-//! Every script starts with [`PRELUDE`], which reads the common arguments:
-//! `ARGV[1]` the current time in milliseconds (the application server's clock, the one that
-//! set the deadlines), `ARGV[2]` `'1'` when the script also keeps the indexes (a single
-//! server, where every key is reachable from one script; on a cluster the client keeps them),
-//! `ARGV[3]` the key prefix. Script-specific arguments follow from `ARGV[4]`.
+//! Every script gets the same first arguments: `ARGV[1]` the current time in milliseconds
+//! (the application server's clock, the one that set the deadlines; [`HEAD`] reads it),
+//! `ARGV[2]` `'1'` when the script also keeps the indexes (a single server, where every key
+//! is reachable from one script; on a cluster the client keeps them), `ARGV[3]` the key
+//! prefix (read by [`INDEXES`]). Script-specific arguments follow from `ARGV[4]`.
 //!
 //! On a single server the scripts also write the index keys, whose names they build from the
 //! prefix and the stored user ID: they cannot be declared in `KEYS` because the client does
 //! not know the stored user. Standalone Redis allows this; on a cluster, where it would
 //! cross slots, `ARGV[2]` is `'0'` and each script touches only the keys it declares.
 //!
-//! Times are whole milliseconds, well inside the 2^53 a Lua number holds exactly.
+//! Times are whole milliseconds, well inside the 2^53 a Lua number holds exactly; Redis
+//! passes a number to a command as `%.17g`, which writes such a number as a plain integer.
+//!
+//! Cost: a script's Redis CPU is mostly its `redis.call`s (each converts its arguments and
+//! reply, beyond the command's own work), then the Lua it runs. So each script is built
+//! from only the pieces it uses, and the common paths make as few calls as they can: a
+//! write-back reads the session with one `HMGET` (no `TYPE`: another type makes that
+//! `HMGET` fail, which `redis.pcall` turns into a value), writes its fields with one
+//! `HSET`, and moves an index's TTL only when its latest score may have changed. Measured
+//! by `tests/redis_script_cost.rs`; figures in BENCHMARKS.md.
 
-/// Shared definitions: the session liveness check and the index helpers.
-const PRELUDE: &str = r#"
+/// Every script: the common arguments.
+const HEAD: &str = r#"
 local now = tonumber(ARGV[1])
-local keeps_index = ARGV[2] == '1'
-local prefix = ARGV[3]
-local all_key = prefix .. ':all'
+"#;
 
--- HSETs the field/value pairs ARGV[from..], a bounded number per call (Lua's stack limits
--- how many values one unpack may spread).
-local function hset_pairs(key, from)
-  for first = from, #ARGV, 200 do
-    redis.call('HSET', key, unpack(ARGV, first, math.min(first + 199, #ARGV)))
-  end
-end
-
-local function user_key(user) return prefix .. ':u:{' .. user .. '}' end
-local function int(n) return string.format('%d', n) end
-
+/// The session liveness check.
+const LIVE: &str = r#"
 -- The expiry (ms), user and absolute deadline (ms) of the live session hash under key; nil
 -- when the key is absent, holds another type, lacks a time field, or has expired. Corrupt
 -- is absent.
 local function live(key)
-  if redis.call('TYPE', key)['ok'] ~= 'hash' then return nil end
-  local m = redis.call('HMGET', key, 'c', 'l', 'i', 'a', 'u')
-  local c, l, i, a = tonumber(m[1]), tonumber(m[2]), tonumber(m[3]), tonumber(m[4])
-  if not (c and l and i and a) then return nil end
-  local expires = math.min(i, a)
+  local m = redis.pcall('HMGET', key, 'i', 'a', 'c', 'l', 'u')
+  if m.err then return nil end -- another type: HMGET refused it
+  local i, a = tonumber(m[1]), tonumber(m[2])
+  if not (i and a and tonumber(m[3]) and tonumber(m[4])) then return nil end
+  local expires = a
+  if i < a then expires = i end
   if expires <= now then return nil end
-  local user = m[5]
-  if not user then user = nil end
-  return expires, user, a
+  return expires, m[5] or nil, a
+end
+"#;
+
+/// Commands over a run of arguments.
+const SPREAD: &str = r#"
+-- Runs command on key with list[from..to], a bounded number of values per call (Lua's
+-- stack limits how many values one unpack may spread; 200 is even, so pairs stay whole).
+local function spread(command, key, list, from, to)
+  for first = from, to, 200 do
+    redis.call(command, key, unpack(list, first, math.min(first + 199, to)))
+  end
+end
+"#;
+
+/// The index helpers (single server: `ARGV[2]` is `'1'`; and the cluster's `INDEX`).
+///
+/// An index's TTL is always its latest member's expiry, so it never outlives the sessions it
+/// lists. When a score can only have risen (a new member, or a later expiry), the latest
+/// score can only have risen too, so one `PTTL` read says whether the TTL must move (it need
+/// not when another member expires later, or in the same millisecond): only a write that
+/// lowers or removes a score reads the latest member.
+/// Dropping expired members changes neither the live members nor the latest score (when
+/// that one has expired, so has the index), so on `P:all`, the index of every session, it
+/// runs on a sixteenth of the writes only (when the member's first hex digit is `0`: members
+/// are hashes, so that is spread evenly): `count` skips expired members anyway, and the few
+/// left between trims take bounded space. User indexes, small, are trimmed on every write.
+const INDEXES: &str = r#"
+local prefix = ARGV[3]
+local all_key = prefix .. ':all'
+
+local function user_key(user) return prefix .. ':u:{' .. user .. '}' end
+
+local function trim(key, member)
+  if key ~= all_key or string.byte(member, 1) == 48 then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  end
 end
 
--- Drops an index's expired members and sets its TTL to its latest member's expiry, so an
--- index never outlives the sessions it lists.
-local function settle(key)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', int(now))
+-- Drops expired members and sets the TTL to the latest member's expiry.
+local function settle(key, member)
+  trim(key, member)
   local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
   if last[2] then
-    redis.call('PEXPIRE', key, int(math.max(1, tonumber(last[2]) - now)))
+    redis.call('PEXPIRE', key, math.max(1, tonumber(last[2]) - now))
   end
 end
 
-local function index_add(key, member, expires, flag)
+-- Files member with score expires (later than now). rising: the member's score, if it had
+-- one, was lower. flag: a ZADD flag (XX, GT) or nil.
+local function index_add(key, member, expires, rising, flag)
+  local added
   if flag then
-    redis.call('ZADD', key, flag, int(expires), member)
+    added = redis.call('ZADD', key, flag, expires, member)
   else
-    redis.call('ZADD', key, int(expires), member)
+    added = redis.call('ZADD', key, expires, member)
   end
-  settle(key)
+  if added == 0 and not rising then return settle(key, member) end
+  trim(key, member)
+  local ttl = expires - now
+  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
 end
 
 local function index_remove(key, member)
-  redis.call('ZREM', key, member)
-  settle(key)
+  if redis.call('ZREM', key, member) == 1 then settle(key, member) end
 end
+"#;
 
+/// The write-back shared by `APPLY` and `ROTATE` (needs [`LIVE`] and [`SPREAD`]).
+const APPLY_DELTA: &str = r#"
 -- Applies the delta encoded from ARGV[b] to the live session under key. Returns nil, having
 -- written nothing, when there is none; else the expiry, user and absolute deadline, each
 -- before and after.
--- Layout: clear ('1'/'0'), user op ('' keep, 's' set, 'c' clear), user, idle deadline ('' for
--- none), absolute deadline, remember-me, last seen ('' for none), created ('' for none),
--- the number of removed fields, those fields, then field/value pairs to set.
+-- Layout (codec.rs, push_delta): clear ('1'/'0'), user op ('' keep, 's' set, 'c' clear),
+-- the new user, the new expiry and absolute deadline ('' '' when they do not change), the
+-- number of fields to delete, those fields, then the field/value pairs to set (every field
+-- the delta writes, meta fields included, so that one HSET writes them all).
 local function apply_delta(key, b)
   local expires, user, absolute = live(key)
   if not expires then return nil end
   if ARGV[b] == '1' then
+    local data = {}
     for _, field in ipairs(redis.call('HKEYS', key)) do
-      if string.sub(field, 1, 2) == 'd:' then redis.call('HDEL', key, field) end
+      if string.sub(field, 1, 2) == 'd:' then data[#data + 1] = field end
     end
+    spread('HDEL', key, data, 1, #data)
   end
   local new_user = user
   if ARGV[b + 1] == 's' then
     new_user = ARGV[b + 2]
-    redis.call('HSET', key, 'u', new_user)
   elseif ARGV[b + 1] == 'c' then
     new_user = nil
-    redis.call('HDEL', key, 'u')
   end
   local new_expires, new_absolute = expires, absolute
   if ARGV[b + 3] ~= '' then
-    redis.call('HSET', key, 'i', ARGV[b + 3], 'a', ARGV[b + 4], 'r', ARGV[b + 5])
-    new_absolute = tonumber(ARGV[b + 4])
-    new_expires = math.min(tonumber(ARGV[b + 3]), new_absolute)
+    new_expires, new_absolute = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
   end
-  if ARGV[b + 6] ~= '' then redis.call('HSET', key, 'l', ARGV[b + 6]) end
-  if ARGV[b + 7] ~= '' then redis.call('HSET', key, 'c', ARGV[b + 7]) end
-  local removals = tonumber(ARGV[b + 8])
-  for n = b + 9, b + 8 + removals do redis.call('HDEL', key, ARGV[n]) end
-  hset_pairs(key, b + 9 + removals)
+  local sets = b + 6 + tonumber(ARGV[b + 5])
+  spread('HDEL', key, ARGV, b + 6, sets - 1)
+  spread('HSET', key, ARGV, sets, #ARGV)
   if new_expires ~= expires then
     if new_expires > now then
-      redis.call('PEXPIRE', key, int(new_expires - now))
+      redis.call('PEXPIRE', key, new_expires - now)
     else
       redis.call('DEL', key)
     end
@@ -119,41 +156,65 @@ end
 /// Returns 1 if filed, 0 if a live session already has the key.
 const CREATE: &str = r#"
 local key, member = KEYS[1], ARGV[4]
-if live(key) then return 0 end
-redis.call('DEL', key) -- an expired or foreign value under this key
+-- A new key is almost always free: one cheap existence check (PTTL is -2 for no key, for
+-- any type; its integer reply builds no Lua table, as TYPE's does) spares the liveness read
+-- and the DEL.
+if redis.call('PTTL', key) ~= -2 then
+  if live(key) then return 0 end
+  redis.call('DEL', key) -- an expired or foreign value under this key
+end
 local expires = tonumber(ARGV[5])
 if expires <= now then return 1 end
-hset_pairs(key, 8)
-redis.call('PEXPIRE', key, int(expires - now))
-if keeps_index then
-  index_add(all_key, member, expires)
-  if ARGV[6] == '1' then index_add(user_key(ARGV[7]), member, expires) end
+spread('HSET', key, ARGV, 8, #ARGV)
+redis.call('PEXPIRE', key, expires - now)
+if ARGV[2] == '1' then
+"#;
+
+/// The rest of [`CREATE`], after [`INDEXES`] (defined only when the script keeps them).
+const CREATE_INDEXES: &str = r#"
+  index_add(all_key, member, expires, false)
+  if ARGV[6] == '1' then index_add(user_key(ARGV[7]), member, expires, false) end
 end
 return 1
 "#;
 
 /// `KEYS[1]` the session, `ARGV[4]` its member name, the delta from `ARGV[5]`. Returns
-/// `{applied, expires before, expires after, user before, user after, absolute deadline
-/// before, absolute deadline after}`.
+/// on a single server 1 if applied, else 0; on a cluster, where the client keeps the
+/// indexes from them, `{applied, expires before, expires after, user before, user after,
+/// absolute deadline before, absolute deadline after}` (a table reply costs Redis more to
+/// convert and the client more to parse, so only the cluster gets one).
 const APPLY: &str = r#"
 local member = ARGV[4]
 local expires, user, new_expires, new_user, absolute, new_absolute = apply_delta(KEYS[1], 5)
-if not expires then return {0, 0, 0, false, false, 0, 0} end
-if keeps_index then
-  local alive = new_expires > now
+if ARGV[2] ~= '1' then
+  if not expires then return {0, 0, 0, false, false, 0, 0} end
+  return {1, expires, new_expires, user or false, new_user or false, absolute, new_absolute}
+end
+if not expires then return 0 end
+if new_expires ~= expires or new_user ~= user then
+"#;
+
+/// The rest of [`APPLY`], after [`INDEXES`]: most writes move neither the expiry nor the
+/// user, and never define the index helpers.
+const APPLY_INDEXES: &str = r#"
+  local alive, rising = new_expires > now, new_expires > expires
   if new_expires ~= expires then
-    if alive then index_add(all_key, member, new_expires) else index_remove(all_key, member) end
+    if alive then
+      index_add(all_key, member, new_expires, rising)
+    else
+      index_remove(all_key, member)
+    end
   end
   if user and user ~= new_user then index_remove(user_key(user), member) end
   if new_user and (new_user ~= user or new_expires ~= expires) then
     if alive then
-      index_add(user_key(new_user), member, new_expires)
+      index_add(user_key(new_user), member, new_expires, rising and new_user == user)
     else
       index_remove(user_key(new_user), member)
     end
   end
 end
-return {1, expires, new_expires, user or false, new_user or false, absolute, new_absolute}
+return 1
 "#;
 
 /// Single server only. `KEYS[1]` the old session key, `KEYS[2]` the new one, `KEYS[3]` the
@@ -171,9 +232,9 @@ redis.call('DEL', KEYS[2]) -- an expired or foreign value under the new key
 local alive = new_expires > now
 if alive then redis.call('RENAME', KEYS[1], KEYS[2]) end
 index_remove(all_key, old)
-if alive then index_add(all_key, new, new_expires) end
+if alive then index_add(all_key, new, new_expires, false) end
 if user then index_remove(user_key(user), old) end
-if new_user and alive then index_add(user_key(new_user), new, new_expires) end
+if new_user and alive then index_add(user_key(new_user), new, new_expires, false) end
 return 1
 "#;
 
@@ -197,7 +258,7 @@ local member = ARGV[4]
 local expires, user = live(KEYS[1])
 if ARGV[5] == '1' and (not expires or user ~= ARGV[6]) then return {0, false} end
 if redis.call('DEL', KEYS[1]) == 0 or not expires then return {0, false} end
-if keeps_index then
+if ARGV[2] == '1' then
   index_remove(all_key, member)
   if user then index_remove(user_key(user), member) end
 end
@@ -206,16 +267,17 @@ return {1, user or false}
 
 /// Cluster index upkeep, on one index key. `KEYS[1]` the index, `ARGV[4]` the member,
 /// `ARGV[5]` `'add'` or `'remove'`, `ARGV[6]` the expiry, `ARGV[7]` a `ZADD` flag (`XX`,
-/// `GT`) or `''`.
+/// `GT`) or `''`. With `GT` a score only ever rises; with `XX` it may fall.
 const INDEX: &str = r#"
 local key, member = KEYS[1], ARGV[4]
 if ARGV[5] == 'add' then
-  if tonumber(ARGV[6]) > now then
+  local expires = tonumber(ARGV[6])
+  if expires > now then
     local flag = nil
     if ARGV[7] ~= '' then flag = ARGV[7] end
-    index_add(key, member, tonumber(ARGV[6]), flag)
+    index_add(key, member, expires, flag == 'GT', flag)
   else
-    settle(key)
+    settle(key, member)
   end
 else
   index_remove(key, member)
@@ -236,14 +298,17 @@ pub(super) struct Scripts {
 
 impl Scripts {
     pub(super) fn new() -> Self {
-        let script = |body: &str| redis::Script::new(&format!("{PRELUDE}{body}"));
+        // Each script defines only the functions it calls, and the index helpers only in
+        // the branch that uses them: Lua creates every `local function` (a closure) each
+        // time its definition runs.
+        let script = |pieces: &[&str]| redis::Script::new(&[&[HEAD], pieces].concat().concat());
         Self {
-            create: script(CREATE),
-            apply: script(APPLY),
-            rotate: script(ROTATE),
-            take: script(TAKE),
-            delete: script(DELETE),
-            index: script(INDEX),
+            create: script(&[LIVE, SPREAD, CREATE, INDEXES, CREATE_INDEXES]),
+            apply: script(&[LIVE, SPREAD, APPLY_DELTA, APPLY, INDEXES, APPLY_INDEXES]),
+            rotate: script(&[LIVE, SPREAD, INDEXES, APPLY_DELTA, ROTATE]),
+            take: script(&[LIVE, TAKE]),
+            delete: script(&[LIVE, INDEXES, DELETE]),
+            index: script(&[INDEXES, INDEX]),
         }
     }
 

@@ -29,8 +29,9 @@
 //! The hash's fields: `d:<key>` holds the JSON of each data key; `u` the user ID; `c`, `l`,
 //! `i`, `a` created, last seen, idle and absolute deadlines (Unix ms); `r` remember-me;
 //! `ip`, `ua` client metadata. The raw session ID appears in no key and no value. Every key
-//! carries a TTL, so Redis removes ended sessions by itself; the sorted sets drop expired
-//! members whenever they are written and vanish with their last member.
+//! carries a TTL, so Redis removes ended sessions by itself; the sorted sets vanish with
+//! their last member, and drop expired members when written (`P:all` on about one write in
+//! 16: see `lua.rs`).
 //!
 //! # Atomicity
 //! Each write is one Lua script on the session's hash (see `lua.rs`): it applies only if
@@ -441,37 +442,40 @@ impl SessionStore for RedisStore {
         let mut cmd = self.script(&self.scripts.apply, &[&self.session_key(key)], now);
         cmd.arg(&member);
         push_delta(&mut cmd, delta)?;
+        if !self.conn.is_cluster() {
+            // The script kept the indexes itself and answers only whether it applied.
+            let applied: i64 = self.query(&cmd).await?;
+            return Ok(applied == 1);
+        }
         let reply: (i64, i64, i64, Option<String>, Option<String>, i64, i64) =
             self.query(&cmd).await?;
         let (applied, expires, new_expires, user, new_user, absolute, new_absolute) = reply;
         if applied != 1 {
             return Ok(false);
         }
-        if self.conn.is_cluster() {
-            let mut fixups = Vec::new();
-            if new_expires <= now {
-                fixups = self.unindex(&[*key], new_user.as_deref(), now);
-            } else {
-                if new_expires != expires {
-                    let op = IndexOp::Add(new_expires, "XX");
-                    fixups.push(self.index(&self.all_key(), &member, op, now));
-                }
-                // On a cluster a user index entry is scored by the session's absolute
-                // deadline, an upper bound of its expiry that sliding refreshes never
-                // move, so the common write needs no user index update at all. Entries are
-                // only ever added or raised here (GT), never removed or lowered: updates
-                // from concurrent requests may land in any order, and whatever the order, a
-                // live session stays listed under its user. Entries of sessions that ended
-                // or changed hands are filtered out when read and age out by score.
-                if let Some(owner) = new_user.as_deref() {
-                    if new_user != user || new_absolute != absolute {
-                        let op = IndexOp::Add(new_absolute, "GT");
-                        fixups.push(self.index(&self.user_key(owner), &member, op, now));
-                    }
+        let mut fixups = Vec::new();
+        if new_expires <= now {
+            fixups = self.unindex(&[*key], new_user.as_deref(), now);
+        } else {
+            if new_expires != expires {
+                let op = IndexOp::Add(new_expires, "XX");
+                fixups.push(self.index(&self.all_key(), &member, op, now));
+            }
+            // On a cluster a user index entry is scored by the session's absolute
+            // deadline, an upper bound of its expiry that sliding refreshes never
+            // move, so the common write needs no user index update at all. Entries are
+            // only ever added or raised here (GT), never removed or lowered: updates
+            // from concurrent requests may land in any order, and whatever the order, a
+            // live session stays listed under its user. Entries of sessions that ended
+            // or changed hands are filtered out when read and age out by score.
+            if let Some(owner) = new_user.as_deref() {
+                if new_user != user || new_absolute != absolute {
+                    let op = IndexOp::Add(new_absolute, "GT");
+                    fixups.push(self.index(&self.user_key(owner), &member, op, now));
                 }
             }
-            self.fix_indexes(fixups).await?;
         }
+        self.fix_indexes(fixups).await?;
         Ok(true)
     }
 
