@@ -14,7 +14,6 @@
 mod app;
 
 use std::error::Error;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
@@ -65,26 +64,7 @@ async fn router_from_env() -> Result<(Router, String, Option<CleanupHandle>), Bo
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sessionware=debug".into()),
-        )
-        .init();
-
-    let addr = std::env::var("DEMO_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
+async fn main() -> Result<(), Box<dyn Error>> {
     let (app, store, _cleanup) = router_from_env().await?;
-
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
-    tracing::info!(
-        "demo on {store}, listening on http://{}",
-        listener.local_addr()?
-    );
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await?;
-    Ok(())
+    app::serve(app, &store).await
 }

@@ -14,6 +14,26 @@ use sessionware::{Error, Key, Session, SessionLayer, SessionStore};
 
 const VISITS: Key<u64> = Key::new("visits");
 
+/// Logs to the terminal and serves `app` on `DEMO_ADDR` (default 127.0.0.1:3000), with the
+/// client's address available to the session metadata. `store` names the store in the log.
+pub(crate) async fn serve(app: Router, store: &str) -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sessionware=debug".into()),
+        )
+        .init();
+    let addr = std::env::var("DEMO_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    tracing::info!(
+        "demo on {store}, listening on http://{}",
+        listener.local_addr()?
+    );
+    let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service).await?;
+    Ok(())
+}
+
 /// The demo's routes behind a `SessionLayer` over `store`.
 pub(crate) fn router(store: impl SessionStore) -> Router {
     Router::new()
