@@ -986,3 +986,51 @@ async fn events_report_what_happened_to_sessions() {
         }]
     );
 }
+
+// ---- The cause of a store failure goes to the log, not to the client ----
+
+#[tokio::test]
+async fn a_store_failure_is_logged_with_its_cause_but_answered_generically() {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    /// Collects everything the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    // The test's runtime is single-threaded: the whole request runs under this subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let store = store();
+    let app = app(&store);
+    let id = new_session(&app).await;
+    store.set_fault(Fault::Unavailable);
+    let reply = send(&app, get("/get/seed", Some(&id))).await;
+
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        !reply.body.contains("10.9.8.7"),
+        "the cause reached the client"
+    );
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        log.contains("connection refused by 10.9.8.7:6379"),
+        "cause not logged: {log}"
+    );
+    assert!(log.contains("ERROR"), "not logged as an error: {log}");
+}
