@@ -59,6 +59,40 @@ impl fmt::Debug for SqliteStore {
     }
 }
 
+/// Connects a pool, retrying while the file is busy. The first connection to a new file
+/// switches it to WAL mode, which needs the file to itself for a moment: several servers
+/// (or stores) opening one new file at once can meet "database is locked" there, before
+/// any busy timeout applies. That is retried, with a short backoff, for up to the busy
+/// timeout; any other error is returned at once.
+async fn connect(options: SqliteConnectOptions) -> Result<SqlitePool, Error> {
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let attempt = SqlitePoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .connect_with(options.clone())
+            .await;
+        match attempt {
+            Ok(pool) => return Ok(pool),
+            Err(err) if is_busy(&err) && started.elapsed() < BUSY_TIMEOUT => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            Err(err) => return Err(sql_error(err)),
+        }
+    }
+}
+
+/// Whether `err` is SQLite's `SQLITE_BUSY` (primary code 5, whatever its extended code).
+fn is_busy(err: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = err else {
+        return false;
+    };
+    db.code()
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == 5)
+}
+
 impl SqliteStore {
     /// Opens (creating it if missing, with owner-only permissions) the database file at
     /// `path`, in WAL mode with a busy timeout. Call [`migrate`](Self::migrate) next.
@@ -73,12 +107,7 @@ impl SqliteStore {
             // few commits, which for sessions means a few users logging in again.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(POOL_SIZE)
-            .connect_with(options)
-            .await
-            .map_err(sql_error)?;
-        Ok(Self::from_pool(pool))
+        Ok(Self::from_pool(connect(options).await?))
     }
 
     /// A store on a pool you configured yourself. Set WAL mode and a busy timeout on its
