@@ -39,6 +39,7 @@ use std::sync::{Arc, OnceLock};
 use http::HeaderValue;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -113,6 +114,17 @@ struct State {
     saved: bool,
 }
 
+impl State {
+    /// The value `key` has as this request sees it: its own changes over the stored record.
+    fn value(&self, key: &str) -> Option<&Value> {
+        match self.delta.changes.get(key) {
+            Some(change) => change.as_ref(),
+            None if self.delta.clear => None,
+            None => self.record.as_ref()?.data.get(key),
+        }
+    }
+}
+
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
@@ -161,7 +173,7 @@ impl Session {
     /// [`ErrorKind::Deserialize`]: crate::ErrorKind::Deserialize
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
         let state = self.loaded().await?;
-        match state.record.as_ref().and_then(|r| r.data.get(key)) {
+        match state.value(key) {
             Some(value) => T::deserialize(value)
                 .map(Some)
                 .map_err(|err| Error::deserialize(key, err)),
@@ -173,9 +185,7 @@ impl Session {
     pub async fn insert(&self, key: &str, value: impl Serialize) -> Result<(), Error> {
         let value = serde_json::to_value(value).map_err(Error::serialize)?;
         let mut state = self.loaded().await?;
-        self.ensure_record(&mut state)?
-            .data
-            .insert(key.to_owned(), value.clone());
+        self.ensure_session(&mut state)?;
         state.delta.set(key, value);
         Ok(())
     }
@@ -186,10 +196,7 @@ impl Session {
     /// after the removal.
     pub async fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
         let mut state = self.loaded().await?;
-        let Some(record) = state.record.as_mut().filter(|r| r.data.contains_key(key)) else {
-            return Ok(None);
-        };
-        let Some(value) = Arc::make_mut(record).data.remove(key) else {
+        let Some(value) = state.value(key).cloned() else {
             return Ok(None);
         };
         state.delta.remove(key);
@@ -201,8 +208,7 @@ impl Session {
     /// Removes every key. The session itself, its ID and its user stay.
     pub async fn clear(&self) -> Result<(), Error> {
         let mut state = self.loaded().await?;
-        if let Some(record) = state.record.as_mut() {
-            Arc::make_mut(record).data.clear();
+        if state.record.is_some() {
             state.delta.clear_data();
         }
         Ok(())
@@ -402,8 +408,18 @@ impl Session {
         state.reissue_cookie |= record.remember_me;
     }
 
-    /// The record, creating a new, empty one (with a fresh ID) if there is no session.
+    /// The record, to change its metadata (creating a session if there is none). Data
+    /// changes go to the delta instead, so a write does not copy a record shared with the
+    /// store.
     fn ensure_record<'s>(&self, state: &'s mut State) -> Result<&'s mut Record, Error> {
+        self.ensure_session(state)?;
+        Ok(Arc::make_mut(
+            state.record.as_mut().expect("set just above"),
+        ))
+    }
+
+    /// Starts a new, empty session (with a fresh ID) if there is none.
+    fn ensure_session(&self, state: &mut State) -> Result<(), Error> {
         if state.record.is_none() {
             let now = OffsetDateTime::now_utc();
             let deadlines = self.deadlines(now, now, false);
@@ -413,9 +429,7 @@ impl Session {
             state.fresh = Some(Id::random()?);
             state.record = Some(Arc::new(record));
         }
-        Ok(Arc::make_mut(
-            state.record.as_mut().expect("set just above"),
-        ))
+        Ok(())
     }
 
     /// Issues a new ID for a stored session (a new session already has a fresh one).
@@ -517,6 +531,13 @@ impl Session {
         // an ID that is merely unknown, a removal could overwrite a newer cookie that a
         // concurrent login just set.
         let removal = || destroyed.then(|| self.removal()).flatten();
+        if state.stored.is_none() {
+            // A new session is created whole: fold this request's data changes into it.
+            let State { record, delta, .. } = &mut *state;
+            if let Some(record) = record {
+                delta.apply_to(Arc::make_mut(record));
+            }
+        }
         let Some(record) = state.record.as_ref() else {
             return Ok(removal());
         };
@@ -533,6 +554,10 @@ impl Session {
                 Ok(Some(self.outgoing(&id, &state)))
             }
             (Some(old), Some(fresh)) => {
+                let outgoing = self.outgoing(&fresh, &state);
+                // Let go of this request's copy first, so a store that shares records can
+                // move it without copying.
+                state.record = None;
                 let moved = self
                     .call(store.rotate(&old, &fresh.hash(), &state.delta))
                     .await?;
@@ -542,23 +567,27 @@ impl Session {
                 let to = fresh.hash();
                 self.emit(SessionEvent::Rotated { from: old, to });
                 self.emit_login(&state.delta, to);
-                Ok(Some(self.outgoing(&fresh, &state)))
+                Ok(Some(outgoing))
             }
             (Some(key), None) => {
+                let outgoing = match self.incoming() {
+                    Some(id)
+                        if state.reissue_cookie && self.shared.transport == Transport::Cookie =>
+                    {
+                        Some(self.outgoing(id, &state))
+                    }
+                    _ => None,
+                };
+                // Let go of this request's copy first, so a store that shares records can
+                // apply the delta in place instead of copying the record.
+                state.record = None;
                 if !state.delta.is_empty() {
                     let applied = self.call(store.apply(&key, &state.delta)).await?;
                     if !applied && state.delta.changes_content() {
                         return Err(Error::session_ended());
                     }
                 }
-                match self.incoming() {
-                    Some(id)
-                        if state.reissue_cookie && self.shared.transport == Transport::Cookie =>
-                    {
-                        Ok(Some(self.outgoing(id, &state)))
-                    }
-                    _ => Ok(None),
-                }
+                Ok(outgoing)
             }
             (None, None) => Ok(None),
         }

@@ -1034,3 +1034,46 @@ async fn a_store_failure_is_logged_with_its_cause_but_answered_generically() {
     );
     assert!(log.contains("ERROR"), "not logged as an error: {log}");
 }
+
+// ---- A request reads its own changes ----
+
+#[tokio::test]
+async fn a_request_reads_its_own_changes_before_they_are_saved() {
+    let store = store();
+    let steps = Router::new()
+        .route(
+            "/steps",
+            get_route(|session: Session| async move {
+                session.insert("a", 1).await?;
+                assert_eq!(session.get::<u64>("a").await?, Some(1), "insert then get");
+                assert_eq!(
+                    session.remove::<u64>("a").await?,
+                    Some(1),
+                    "remove returns it"
+                );
+                assert_eq!(session.get::<u64>("a").await?, None, "removed");
+                session.insert("b", 2).await?;
+                session.clear().await?;
+                assert_eq!(session.get::<u64>("b").await?, None, "cleared");
+                assert_eq!(
+                    session.get::<String>("seed").await?,
+                    None,
+                    "cleared stored key"
+                );
+                session.insert("c", 3).await?;
+                assert_eq!(session.get::<u64>("c").await?, Some(3), "set after clear");
+                Ok::<_, sessionware::Error>("done")
+            }),
+        )
+        .layer(SessionLayer::new(store.clone()));
+    // On an existing session (changes over a stored record) and on a new one.
+    let id = new_session(&app(&store)).await;
+    for cookie in [Some(id.as_str()), None] {
+        let reply = send(&steps, get("/steps", cookie)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        let saved_id = reply.cookie("id").unwrap_or_else(|| id.clone());
+        let record = store.inner.load(&hash(&saved_id)).await.unwrap().unwrap();
+        assert_eq!(record.data.len(), 1, "{:?}", record.data);
+        assert_eq!(record.data["c"], 3);
+    }
+}
