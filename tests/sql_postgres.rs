@@ -279,3 +279,36 @@ async fn explain(conn: &mut sqlx::PgConnection, sql: String) -> String {
         .expect("explain");
     lines.join("\n")
 }
+
+#[tokio::test]
+async fn cleanup_removes_expired_rotation_tombstones_and_keeps_fresh_ones() {
+    let store = store().await;
+    let (from, to) = (key(), key());
+    store
+        .create(&from, &record(None, Duration::minutes(5)))
+        .await
+        .unwrap();
+    assert!(store.rotate(&from, &to, &Delta::default()).await.unwrap());
+    let tombstones = format!("\"{}_rotated\"", store.table());
+    sqlx::query(&format!(
+        "INSERT INTO {tombstones} (key, until) VALUES ($1, $2)"
+    ))
+    .bind(key().as_bytes().as_slice())
+    .bind(OffsetDateTime::now_utc() - Duration::minutes(1))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    store.delete_expired_batch(100).await.unwrap();
+    let left: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {tombstones}"))
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        left, 1,
+        "the expired tombstone stays, or the fresh one went"
+    );
+    assert!(
+        store.rotated_away(&from).await.unwrap(),
+        "the fresh tombstone went"
+    );
+}

@@ -428,3 +428,35 @@ async fn keys_with_path_syntax_are_set_and_removed_exactly() {
     assert_eq!(data.len(), 3, "{data:?}");
     assert_eq!(data["keep"], "me");
 }
+
+#[tokio::test]
+async fn cleanup_removes_expired_rotation_tombstones_and_keeps_fresh_ones() {
+    let store = store().await;
+    let (from, to) = (key(), key());
+    store
+        .create(&from, &record(None, Duration::minutes(5)))
+        .await
+        .unwrap();
+    assert!(store.rotate(&from, &to, &Delta::default()).await.unwrap());
+    let stale = key();
+    sqlx::query("INSERT INTO sessionware_sessions_rotated (key, until) VALUES (?, ?)")
+        .bind(stale.as_bytes().as_slice())
+        .bind((OffsetDateTime::now_utc() - Duration::minutes(1)).unix_timestamp() * 1000)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store.delete_expired_batch(100).await.unwrap();
+    assert!(!store.rotated_away(&stale).await.unwrap());
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM sessionware_sessions_rotated")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        left, 1,
+        "the expired tombstone stays, or the fresh one went"
+    );
+    assert!(
+        store.rotated_away(&from).await.unwrap(),
+        "the fresh tombstone went"
+    );
+}

@@ -428,37 +428,43 @@ impl ExpiredBatches for PostgresStore {
         now: OffsetDateTime,
         limit: u32,
     ) -> Result<Batch, Error> {
-        // SKIP LOCKED: two cleaners (two app servers) never wait on each other, and the
-        // outer condition is re-checked on the row as it is when deleted, so a row made
-        // live again in between (a key reused after expiry) is left alone.
-        let t = self.table.quoted();
-        let sessions = sqlx::query(&format!(
-            "DELETE FROM {t} WHERE key IN \
-                (SELECT key FROM {t} WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) \
-             AND expires_at <= $1"
-        ))
-        .bind(now)
-        .bind(i64::from(limit))
-        .execute(&self.pool)
-        .await
-        .map_err(sql_error)?
-        .rows_affected();
-        let r = self.table.rotated();
-        let tombstones = sqlx::query(&format!(
-            "DELETE FROM {r} WHERE key IN \
-                (SELECT key FROM {r} WHERE until <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) \
-             AND until <= $1"
-        ))
-        .bind(now)
-        .bind(i64::from(limit))
-        .execute(&self.pool)
-        .await
-        .map_err(sql_error)?
-        .rows_affected();
+        let sessions = self
+            .delete_due(&self.table.quoted(), "expires_at", now, limit)
+            .await?;
+        let tombstones = self
+            .delete_due(&self.table.rotated(), "until", now, limit)
+            .await?;
         Ok(Batch {
             sessions,
             tombstones,
         })
+    }
+}
+
+impl PostgresStore {
+    /// Deletes at most `limit` rows of `table` whose `deadline` column has passed.
+    /// SKIP LOCKED: two cleaners (two app servers) never wait on each other, and the outer
+    /// condition is re-checked on the row as it is when deleted, so a row made live again
+    /// in between (a key reused after expiry) is left alone. `table` is a validated,
+    /// quoted name and `deadline` one of our column names: nothing unchecked is spliced in.
+    async fn delete_due(
+        &self,
+        table: &str,
+        deadline: &str,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<u64, Error> {
+        let deleted = sqlx::query(&format!(
+            "DELETE FROM {table} WHERE key IN \
+                (SELECT key FROM {table} WHERE {deadline} <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             AND {deadline} <= $1"
+        ))
+        .bind(now)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(sql_error)?;
+        Ok(deleted.rows_affected())
     }
 }
 

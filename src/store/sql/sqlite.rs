@@ -417,33 +417,42 @@ impl ExpiredBatches for SqliteStore {
         // One short statement per batch: SQLite has one write lock, and requests queue
         // behind whoever holds it.
         let now = unix_millis(now);
-        let t = self.table.quoted();
-        let sessions = sqlx::query(&format!(
-            "DELETE FROM {t} WHERE key IN \
-                (SELECT key FROM {t} WHERE expires_at <= ? LIMIT ?) \
-             AND expires_at <= ?"
-        ))
-        .bind(now)
-        .bind(i64::from(limit))
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(sql_error)?
-        .rows_affected();
-        let r = self.table.rotated();
-        let tombstones = sqlx::query(&format!(
-            "DELETE FROM {r} WHERE key IN (SELECT key FROM {r} WHERE until <= ? LIMIT ?)"
-        ))
-        .bind(now)
-        .bind(i64::from(limit))
-        .execute(&self.pool)
-        .await
-        .map_err(sql_error)?
-        .rows_affected();
+        let sessions = self
+            .delete_due(&self.table.quoted(), "expires_at", now, limit)
+            .await?;
+        let tombstones = self
+            .delete_due(&self.table.rotated(), "until", now, limit)
+            .await?;
         Ok(Batch {
             sessions,
             tombstones,
         })
+    }
+}
+
+impl SqliteStore {
+    /// Deletes at most `limit` rows of `table` whose `deadline` column (Unix ms) is at or
+    /// before `now`, re-checking the condition on the rows deleted. `table` is a validated,
+    /// quoted name and `deadline` one of our column names: nothing unchecked is spliced in.
+    async fn delete_due(
+        &self,
+        table: &str,
+        deadline: &str,
+        now: i64,
+        limit: u32,
+    ) -> Result<u64, Error> {
+        let deleted = sqlx::query(&format!(
+            "DELETE FROM {table} WHERE key IN \
+                (SELECT key FROM {table} WHERE {deadline} <= ? LIMIT ?) \
+             AND {deadline} <= ?"
+        ))
+        .bind(now)
+        .bind(i64::from(limit))
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(sql_error)?;
+        Ok(deleted.rows_affected())
     }
 }
 
