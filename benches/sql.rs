@@ -19,8 +19,10 @@
 //! PostgreSQL comes from `SESSIONWARE_POSTGRES_URL` (default: the server
 //! `scripts/postgres.sh` runs); the bench fails if it cannot connect.
 
+#[path = "support/estimates.rs"]
+mod estimates;
+
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::{Duration as StdDuration, Instant};
 
 use axum::body::Body;
@@ -143,19 +145,8 @@ fn per_request(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
     group.finish();
 }
 
-/// Criterion's point estimate (mean, in ns) for one case of the last run.
 fn mean_ns(case: &str) -> Option<f64> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let path = target
-        .join("criterion")
-        .join(GROUP)
-        .join(case)
-        .join("new/estimates.json");
-    let text = std::fs::read_to_string(path).ok()?;
-    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-    json["mean"]["point_estimate"].as_f64()
+    estimates::mean_ns(GROUP, case)
 }
 
 fn print_ratios() {
