@@ -1,17 +1,17 @@
 //! One handle over a single server or a cluster, with script calls that survive a server
 //! that has forgotten its scripts (restarted, or `SCRIPT FLUSH`ed).
 
-use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, ServerErrorKind, Value};
 
+use super::batch::Batched;
 use super::lua::Scripts;
 use crate::error::Error;
 
 /// A connection to a single server (which reconnects by itself) or to a cluster.
 #[derive(Clone)]
 pub(super) enum Conn {
-    Single(ConnectionManager),
+    Single(Batched),
     Cluster(ClusterConnection),
 }
 
@@ -22,7 +22,7 @@ impl Conn {
 
     async fn query_once<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
         match self {
-            Conn::Single(conn) => cmd.query_async(&mut conn.clone()).await,
+            Conn::Single(conn) => Ok(redis::from_redis_value(conn.send(cmd.clone()).await?)?),
             Conn::Cluster(conn) => cmd.query_async(&mut conn.clone()).await,
         }
     }
@@ -77,7 +77,7 @@ impl Conn {
                 for cmd in cmds {
                     pipe.add_command(cmd.clone());
                 }
-                let values: Vec<Value> = pipe.query_async(&mut conn.clone()).await?;
+                let values: Vec<Value> = pipe.query_async(&mut conn.manager().clone()).await?;
                 let results: Vec<RedisResult<Value>> = values
                     .into_iter()
                     .map(|value| match value {
@@ -127,7 +127,7 @@ impl Conn {
     async fn load(&self, scripts: &Scripts) -> RedisResult<()> {
         for script in scripts.all() {
             match self {
-                Conn::Single(conn) => script.load_async(&mut conn.clone()).await?,
+                Conn::Single(conn) => script.load_async(&mut conn.manager().clone()).await?,
                 Conn::Cluster(conn) => script.load_async(&mut conn.clone()).await?,
             };
         }

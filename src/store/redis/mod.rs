@@ -46,7 +46,11 @@
 //! closed), then files it under the new one.
 //!
 //! # Costs
-//! Loading is one `HGETALL`; each write-back one `EVALSHA`. On a cluster a creation, a
+//! Loading is one `HGETALL`; each write-back one `EVALSHA`. On a single server the
+//! commands that concurrent requests issue in the same turn of the async scheduler travel
+//! together as one pipeline (auto-pipelining): under load, Redis and the application make
+//! one socket write and one read for a whole batch of requests instead of one per command,
+//! which roughly halves Redis's CPU per request. Each command still gets its own reply. On a cluster a creation, a
 //! deletion, a rotation, and a write that moves the session's expiry or changes its user
 //! add one round trip for the index updates. There the user index is scored by absolute
 //! deadlines, which sliding refreshes never move, so a refresh updates only the count
@@ -66,6 +70,7 @@
 //! Redis type, a field that is not JSON, a missing deadline) is logged and treated as no
 //! session.
 
+mod batch;
 mod codec;
 mod conn;
 mod lua;
@@ -175,7 +180,7 @@ impl RedisStore {
 
     /// A store on a connection you configured yourself (timeouts, TLS, credentials).
     pub fn from_connection_manager(manager: ConnectionManager) -> Self {
-        Self::new(Conn::Single(manager))
+        Self::new(Conn::Single(batch::Batched::new(manager)))
     }
 
     /// Connects to a Redis Cluster through any of its nodes (`redis://host:port` each);

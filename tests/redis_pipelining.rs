@@ -1,0 +1,158 @@
+//! Auto-pipelining on a single Redis server: commands that concurrent requests issue
+//! together reach Redis in shared round trips, and each caller still gets exactly its own
+//! reply, errors included.
+//!
+//! Runs on a private `redis-server`, whose `INFO stats` then counts only this test's reads.
+
+#[path = "support/redis.rs"]
+mod support;
+
+use sessionware::{Id, IdHash, Record, RedisStore, SessionStore};
+use time::{Duration, OffsetDateTime};
+use tokio::task::JoinSet;
+
+const CONCURRENT: usize = 64;
+
+/// How many times Redis read commands from its clients' sockets so far.
+async fn socket_reads(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(conn)
+        .await
+        .expect("INFO stats");
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_reads_processed:"))
+        .and_then(|count| count.trim().parse().ok())
+        .expect("INFO stats reports total_reads_processed")
+}
+
+fn record(n: usize) -> Record {
+    let now = OffsetDateTime::now_utc();
+    let mut record = Record::new(now, now + Duration::hours(1), now + Duration::hours(12));
+    record
+        .data
+        .insert("n".into(), serde_json::Value::from(n as u64));
+    record
+}
+
+async fn private_store(tag: &str) -> (support::OwnServer, RedisStore) {
+    let server = support::OwnServer::start_volatile(tag);
+    match RedisStore::connect(&server.url()).await {
+        Ok(store) => (server, store),
+        Err(err) => panic!("cannot reach the private redis-server: {err}"),
+    }
+}
+
+/// Loads every key at once, one task each, and returns each key's `n` in key order.
+async fn load_all(store: &RedisStore, keys: &[IdHash]) -> Vec<Option<u64>> {
+    let mut tasks = JoinSet::new();
+    for (position, key) in keys.iter().enumerate() {
+        let (store, key) = (store.clone(), *key);
+        tasks.spawn(async move {
+            let record = store.load(&key).await.expect("load");
+            (
+                position,
+                record.map(|record| record.data["n"].as_u64().unwrap()),
+            )
+        });
+    }
+    let mut found = vec![None; keys.len()];
+    while let Some(joined) = tasks.join_next().await {
+        let (position, n) = joined.expect("load task");
+        found[position] = n;
+    }
+    found
+}
+
+async fn create_all(store: &RedisStore) -> Vec<IdHash> {
+    let keys: Vec<IdHash> = (0..CONCURRENT)
+        .map(|_| Id::random().unwrap().hash())
+        .collect();
+    for (n, key) in keys.iter().enumerate() {
+        assert!(store.create(key, &record(n)).await.expect("create"));
+    }
+    keys
+}
+
+// One worker thread, as a server runs that is pinned to one core. Its scheduler runs a task
+// woken by another right after it: without auto-pipelining, the connection's writer then
+// sends each command as soon as it is queued, one write per command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn concurrent_loads_share_round_trips_and_get_their_own_records() {
+    let (server, store) = private_store("pipelining").await;
+    let mut conn = support::raw(&server.url()).await;
+    let keys = create_all(&store).await;
+
+    let before = socket_reads(&mut conn).await;
+    let found = load_all(&store, &keys).await;
+    let reads = socket_reads(&mut conn).await - before - 1; // minus the INFO itself
+
+    let want: Vec<Option<u64>> = (0..CONCURRENT as u64).map(Some).collect();
+    assert_eq!(found, want, "every caller gets the record it asked for");
+    assert!(
+        reads <= (CONCURRENT / 8) as u64,
+        "{CONCURRENT} concurrent loads took {reads} socket reads on the server: \
+         they were not pipelined together"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_command_fails_only_its_own_caller() {
+    let (server, store) = private_store("pipelining-errors").await;
+    let mut conn = support::raw(&server.url()).await;
+    let keys = create_all(&store).await;
+    // Another Redis type under one session's key: its HGETALL fails with WRONGTYPE inside
+    // the same batch as everyone else's, and that load alone reads as no session.
+    let spoiled = 7;
+    let _: () = redis::cmd("SET")
+        .arg(format!("sessionware:s:{{{}}}", keys[spoiled]))
+        .arg("not a hash")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let found = load_all(&store, &keys).await;
+    for (n, value) in found.iter().enumerate() {
+        let want = (n != spoiled).then_some(n as u64);
+        assert_eq!(*value, want, "session {n}");
+    }
+}
+
+#[tokio::test]
+async fn callers_that_give_up_leave_the_others_answered() {
+    let (_server, store) = private_store("pipelining-cancel").await;
+    let keys = create_all(&store).await;
+    let mut tasks = JoinSet::new();
+    let mut abandoned = Vec::new();
+    for (position, key) in keys.iter().enumerate() {
+        let (store, key) = (store.clone(), *key);
+        let handle = tasks.spawn(async move {
+            let record = store.load(&key).await.expect("load");
+            (
+                position,
+                record.map(|record| record.data["n"].as_u64().unwrap()),
+            )
+        });
+        if position % 2 == 1 {
+            abandoned.push(handle);
+        }
+    }
+    // Half the callers are dropped while their commands wait in the queue.
+    tokio::task::yield_now().await;
+    for handle in abandoned {
+        handle.abort();
+    }
+    let mut answered = 0;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((position, n)) => {
+                assert_eq!(n, Some(position as u64), "session {position}");
+                answered += 1;
+            }
+            Err(err) => assert!(err.is_cancelled(), "a load task failed: {err}"),
+        }
+    }
+    assert!(answered >= CONCURRENT / 2, "only {answered} loads answered");
+    // The connection is still in step: the next load gets its own reply.
+    assert_eq!(load_all(&store, &keys[..1]).await, vec![Some(0)]);
+}
