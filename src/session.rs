@@ -612,9 +612,13 @@ impl Session {
 
     /// Files a new session under a fresh ID, drawing another should it ever collide.
     async fn create(&self, state: &mut State, mut id: Id) -> Result<Id, Error> {
-        let record: &Record = state.record.as_ref().expect("a new session has a record");
+        let record = state.record.as_ref().expect("a new session has a record");
         for _ in 0..CREATE_ATTEMPTS {
-            if self.call(self.store().create(&id.hash(), record)).await? {
+            let key = id.hash();
+            if self
+                .call(self.store().create_shared(&key, Arc::clone(record)))
+                .await?
+            {
                 state.fresh = Some(id.clone());
                 return Ok(id);
             }

@@ -67,6 +67,7 @@ macro_rules! store_conformance_tests {
         $crate::store_conformance_tests!(@tests $harness;
             round_trip_keeps_every_field,
             create_refuses_a_live_key,
+            create_shared_files_like_create,
             missing_key_loads_none,
             apply_changes_only_named_keys,
             apply_to_a_missing_session_writes_nothing,
@@ -190,6 +191,37 @@ pub async fn create_refuses_a_live_key<H: Harness>(harness: &H) {
     assert!(
         !store.create(&key, &second).await.unwrap(),
         "create over a live key"
+    );
+    assert_eq!(load(&store, &key).await.unwrap().data["owner"], "first");
+    assert!(store.list_user("mallory").await.unwrap().is_empty());
+}
+
+/// `create_shared` files a record as `create` does, and refuses a live key as well.
+pub async fn create_shared_files_like_create<H: Harness>(harness: &H) {
+    let store = harness.fresh().await;
+    let mut record = record_for(Some("ann"));
+    record.data.insert("owner".into(), json!("first"));
+    let key = self::key();
+    let shared = std::sync::Arc::new(record.clone());
+    assert!(
+        store.create_shared(&key, shared).await.unwrap(),
+        "create_shared of a new key"
+    );
+    assert_same_record(
+        &load(&store, &key).await.expect("the record just filed"),
+        &record,
+    );
+    assert_eq!(
+        store.list_user("ann").await.unwrap().len(),
+        1,
+        "indexed under its user"
+    );
+    let mut second = record_for(Some("mallory"));
+    second.data.insert("owner".into(), json!("second"));
+    let second = std::sync::Arc::new(second);
+    assert!(
+        !store.create_shared(&key, second).await.unwrap(),
+        "create_shared over a live key"
     );
     assert_eq!(load(&store, &key).await.unwrap().data["owner"], "first");
     assert!(store.list_user("mallory").await.unwrap().is_empty());

@@ -15,6 +15,7 @@
 //! let layer = SessionLayer::new(store.clone());
 //! ```
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -289,21 +290,24 @@ impl SessionStore for MemoryStore {
     }
 
     async fn create(&self, key: &IdHash, record: &Record) -> Result<bool, Error> {
+        self.create_shared(key, Arc::new(record.clone())).await
+    }
+
+    /// Files the shared record itself: a new session costs no copy.
+    async fn create_shared(&self, key: &IdHash, record: Arc<Record>) -> Result<bool, Error> {
         self.start_purge_task();
         let now = OffsetDateTime::now_utc();
-        let replaced = {
-            let mut shard = self.inner.lock_shard(key);
-            if shard
-                .sessions
-                .get(key)
-                .is_some_and(|old| !old.is_expired(now))
-            {
-                return Ok(false);
+        let filed = Arc::clone(&record);
+        let replaced = match self.inner.lock_shard(key).sessions.entry(*key) {
+            Entry::Occupied(old) if !old.get().is_expired(now) => return Ok(false),
+            Entry::Occupied(mut old) => Some(old.insert(record)),
+            Entry::Vacant(slot) => {
+                slot.insert(record);
+                None
             }
-            shard.sessions.insert(*key, Arc::new(record.clone()))
         };
         let before = replaced.as_ref().and_then(|old| old.user_id.as_deref());
-        self.inner.reindex(*key, before, record.user_id.as_deref());
+        self.inner.reindex(*key, before, filed.user_id.as_deref());
         Ok(true)
     }
 

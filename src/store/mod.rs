@@ -89,6 +89,13 @@ pub trait SessionStore: Send + Sync + 'static {
     /// already has that key.
     async fn create(&self, key: &IdHash, record: &Record) -> Result<bool, Error>;
 
+    /// [`create`](Self::create) from a shared record: what the layer calls for a new
+    /// session. Stores that keep records in memory override it to file the record itself
+    /// instead of a copy; the default passes it to `create`.
+    async fn create_shared(&self, key: &IdHash, record: Arc<Record>) -> Result<bool, Error> {
+        self.create(key, &record).await
+    }
+
     /// Applies `delta` to the live record under `key`, atomically. Returns `false`,
     /// writing nothing, if there is no live record.
     async fn apply(&self, key: &IdHash, delta: &Delta) -> Result<bool, Error>;
@@ -150,6 +157,9 @@ impl<T: SessionStore + ?Sized> SessionStore for Arc<T> {
     }
     async fn create(&self, key: &IdHash, record: &Record) -> Result<bool, Error> {
         (**self).create(key, record).await
+    }
+    async fn create_shared(&self, key: &IdHash, record: Arc<Record>) -> Result<bool, Error> {
+        (**self).create_shared(key, record).await
     }
     async fn apply(&self, key: &IdHash, delta: &Delta) -> Result<bool, Error> {
         (**self).apply(key, delta).await
