@@ -60,6 +60,7 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 pub mod config;
+pub mod data;
 mod error;
 pub mod event;
 #[cfg(feature = "axum")]
@@ -73,6 +74,7 @@ pub mod store;
 mod timeout;
 
 pub use config::SameSite;
+pub use data::SessionData;
 pub use error::{Error, ErrorKind};
 pub use event::SessionEvent;
 #[cfg(feature = "axum")]

@@ -1,7 +1,7 @@
 //! What a store keeps for a session ([`Record`]), what a request changed ([`Delta`]), and
 //! what operators see of a session ([`SessionInfo`]).
 //!
-//! Session data is a JSON object (`serde_json::Map`): keys the current code does not know
+//! Session data is a JSON object ([`SessionData`]): keys the current code does not know
 //! survive untouched, a missing key reads as `None`, and each value's type is checked only
 //! when a handler asks for it, so a change of shape in one key never breaks the others.
 //!
@@ -24,9 +24,10 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use time::OffsetDateTime;
 
+use crate::data::SessionData;
 use crate::id::IdHash;
 
 /// A session as a store keeps it.
@@ -35,7 +36,7 @@ use crate::id::IdHash;
 pub struct Record {
     /// The session's data: one JSON value per key.
     #[serde(default)]
-    pub data: Map<String, Value>,
+    pub data: SessionData,
     /// The authenticated user, if any. Stores index sessions by it.
     #[serde(default)]
     pub user_id: Option<String>,
@@ -70,7 +71,7 @@ impl Record {
         absolute_deadline: OffsetDateTime,
     ) -> Self {
         Self {
-            data: Map::new(),
+            data: SessionData::new(),
             user_id: None,
             created_at: now,
             last_seen: now,

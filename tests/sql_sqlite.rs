@@ -404,7 +404,7 @@ async fn keys_with_path_syntax_are_set_and_removed_exactly() {
     let data = store.load(&k).await.unwrap().unwrap().data;
     for (i, name) in names.iter().enumerate() {
         assert_eq!(
-            data.get(*name),
+            data.get(name),
             Some(&json!({"i": i, "nested": {"n": null}})),
             "{name:?}"
         );

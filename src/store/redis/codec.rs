@@ -137,14 +137,14 @@ pub(super) fn push_delta(cmd: &mut Cmd, delta: &Delta) -> Result<(), Error> {
 
 /// A record from a hash's fields; the reason it is corrupt otherwise.
 pub(super) fn decode(fields: Fields) -> Result<Record, String> {
-    let mut data = serde_json::Map::new();
+    let mut data = Vec::new();
     let mut meta: [Option<Vec<u8>>; META_FIELDS.len()] = Default::default();
     for (name, value) in fields {
         if let Some(key) = name.strip_prefix(DATA) {
             let key = text("data key", key.to_vec())?;
             let value = serde_json::from_slice(&value)
                 .map_err(|err| format!("data key {key:?} is not JSON: {err}"))?;
-            data.insert(key, value);
+            data.push((key, value));
         } else if let Some(slot) = META_FIELDS.iter().position(|m| m.as_bytes() == name) {
             meta[slot] = Some(value);
         }
@@ -156,7 +156,7 @@ pub(super) fn decode(fields: Fields) -> Result<Record, String> {
         instant("i", idle.as_deref())?,
         instant("a", absolute.as_deref())?,
     );
-    record.data = data;
+    record.data = data.into_iter().collect();
     record.last_seen = instant("l", seen.as_deref())?;
     record.user_id = user.map(|u| text("u", u)).transpose()?;
     record.remember_me = remember.as_deref() == Some(b"1");

@@ -394,7 +394,7 @@ fn decode_record(row: &PgRow) -> Result<(IdHash, Record), String> {
         return Err("data is not a JSON object (or holds a malformed escape)".to_owned());
     };
     let record = Record {
-        data,
+        data: data.into_iter().collect(),
         user_id: unescape_opt(row.try_get("user_id").map_err(column)?)?,
         created_at: row.try_get("created_at").map_err(column)?,
         last_seen: row.try_get("last_seen").map_err(column)?,

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -17,6 +17,7 @@ use super::{
     delete_all_expired, from_unix_millis, sql_error, unix_millis, Batch, CleanupHandle,
     ExpiredBatches, TableName, SCHEMA_TABLE,
 };
+use crate::data::SessionData;
 use crate::error::Error;
 use crate::id::IdHash;
 use crate::record::{Delta, Record, SessionInfo};
@@ -377,7 +378,7 @@ fn decode_record(row: &SqliteRow) -> Result<(IdHash, Record), String> {
         from_unix_millis(millis).ok_or_else(|| format!("{column} out of range"))
     };
     let data: String = row.try_get("data").map_err(|e| e.to_string())?;
-    let data: Map<String, Value> =
+    let data: SessionData =
         serde_json::from_str(&data).map_err(|e| format!("data is not a JSON object: {e}"))?;
     let record = Record {
         data,
