@@ -5,9 +5,10 @@
 #
 # Builds the harness in release, installs wrk and redis-server with apt-get if missing,
 # starts a private Redis on 127.0.0.1:6391 (no persistence; never the machine's own
-# Redis), runs every mode and case (about 12 minutes), stops that Redis, and writes
-# bench-harness/results/latest.md. BENCH_ROUNDS, BENCH_SECONDS, BENCH_MODES and
-# BENCH_SCALE shorten a trial run (see src/driver.rs).
+# Redis), runs every mode and case (about 8 minutes), stops that Redis, and writes
+# bench-harness/results/latest.md (and .csv). BENCH_ROUNDS, BENCH_SECONDS, BENCH_MODES and
+# BENCH_SCALE shorten or lengthen a run, BENCH_CONNECTIONS sets wrk's connections
+# (default 16), and BENCH_OUT writes the report elsewhere (see src/driver.rs).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -47,5 +48,6 @@ for _ in $(seq 50); do
     sleep 0.1
 done
 
-"$CARGO_TARGET_DIR/release/bench-harness" drive "$redis_url" "$here/results/latest.md"
-echo "results: $here/results/latest.md"
+out="${BENCH_OUT:-$here/results/latest.md}"
+"$CARGO_TARGET_DIR/release/bench-harness" drive "$redis_url" "$out"
+echo "results: $out"

@@ -71,6 +71,7 @@ pub struct Settings {
     pub case_duration: Duration,
     pub warmup: Duration,
     pub port: u16,
+    pub connections: u32,
     pub modes: Vec<Mode>,
     pub scale_sizes: Vec<usize>,
 }
@@ -88,6 +89,9 @@ impl Settings {
             ),
             warmup: Duration::from_secs(1),
             port: var("BENCH_PORT", "3391").parse().expect("BENCH_PORT"),
+            connections: var("BENCH_CONNECTIONS", "16")
+                .parse()
+                .expect("BENCH_CONNECTIONS"),
             modes: match std::env::var("BENCH_MODES") {
                 Ok(list) => list
                     .split(',')
@@ -127,14 +131,26 @@ pub fn run(redis_url: &str, out: &Path) {
             let server = Server::start(mode, settings.port, redis_url);
             let cookie = runtime.block_on(session_cookie(addr));
             let url = |case: Case| format!("http://{addr}{}", case.path());
-            wrk::run(&script, &url(Case::Read), Some(&cookie), settings.warmup);
+            wrk::run(
+                &script,
+                &url(Case::Read),
+                Some(&cookie),
+                settings.warmup,
+                settings.connections,
+            );
             for case in Case::ALL {
                 let cookie = case.sends_cookie().then_some(cookie.as_str());
                 let uses_redis = mode.uses_redis();
                 let cpu_before = proc_stats::cpu_micros(server.pid());
                 let counts_before = uses_redis.then(|| redis.command_counts());
                 let redis_cpu_before = uses_redis.then(|| redis.cpu_micros());
-                let result = wrk::run(&script, &url(case), cookie, settings.case_duration);
+                let result = wrk::run(
+                    &script,
+                    &url(case),
+                    cookie,
+                    settings.case_duration,
+                    settings.connections,
+                );
                 let cpu_after = proc_stats::cpu_micros(server.pid());
                 let per_request = |n: f64| n / result.requests as f64;
                 let redis_cpu = redis_cpu_before

@@ -387,7 +387,8 @@ pub fn write(
     );
     let _ = writeln!(
         md,
-        "Server: one process per mode, Tokio multi-thread runtime with {WORKER_THREADS} worker; wrk 1 thread, 16 connections, {} s per case after a 1 s warm-up, {} rounds interleaved (every mode once per round). Figures: median over rounds (min–max); ratios are per round, then median (min–max). `vs tower-sessions` compares with tower-sessions `with_always_save(true)` on the same kind of store (memory or Redis): the configuration whose reads extend the expiry as every other mode's do.",
+        "Server: one process per mode, Tokio multi-thread runtime with {WORKER_THREADS} worker; wrk 1 thread, {} connections, {} s per case after a 1 s warm-up, {} rounds interleaved (every mode once per round). Figures: median over rounds (min–max); ratios are per round, then median (min–max). `vs tower-sessions` compares with tower-sessions `with_always_save(true)` on the same kind of store (memory or Redis): the configuration whose reads extend the expiry as every other mode's do.",
+        settings.connections,
         settings.case_duration.as_secs(),
         settings.rounds
     );

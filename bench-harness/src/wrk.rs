@@ -4,10 +4,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-/// wrk's load: one thread (the other core runs the server) and 16 connections, enough to
-/// keep a one-worker server busy without queueing so deep that latency is all queue.
+/// wrk's load: one thread (the other core runs the server). The default of 16 connections
+/// (`BENCH_CONNECTIONS`) keeps a one-worker server busy without queueing so deep that
+/// latency is all queue.
 const THREADS: u32 = 1;
-const CONNECTIONS: u32 = 16;
 
 #[derive(Debug, Clone, Copy)]
 pub struct WrkResult {
@@ -19,10 +19,16 @@ pub struct WrkResult {
     pub socket_errors: u64,
 }
 
-pub fn run(script: &Path, url: &str, cookie: Option<&str>, duration: Duration) -> WrkResult {
+pub fn run(
+    script: &Path,
+    url: &str,
+    cookie: Option<&str>,
+    duration: Duration,
+    connections: u32,
+) -> WrkResult {
     let output = Command::new("wrk")
         .arg(format!("-t{THREADS}"))
-        .arg(format!("-c{CONNECTIONS}"))
+        .arg(format!("-c{connections}"))
         .arg(format!("-d{}s", duration.as_secs()))
         // A request stuck this long counts as a timeout error rather than stalling the run.
         .arg("--timeout=5s")
