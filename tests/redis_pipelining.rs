@@ -65,9 +65,11 @@ async fn load_all(store: &RedisStore, keys: &[IdHash]) -> Vec<Option<u64>> {
 }
 
 async fn create_all(store: &RedisStore) -> Vec<IdHash> {
-    let keys: Vec<IdHash> = (0..CONCURRENT)
-        .map(|_| Id::random().unwrap().hash())
-        .collect();
+    create_many(store, CONCURRENT).await
+}
+
+async fn create_many(store: &RedisStore, count: usize) -> Vec<IdHash> {
+    let keys: Vec<IdHash> = (0..count).map(|_| Id::random().unwrap().hash()).collect();
     for (n, key) in keys.iter().enumerate() {
         assert!(store.create(key, &record(n)).await.expect("create"));
     }
@@ -155,4 +157,17 @@ async fn callers_that_give_up_leave_the_others_answered() {
     assert!(answered >= CONCURRENT / 2, "only {answered} loads answered");
     // The connection is still in step: the next load gets its own reply.
     assert_eq!(load_all(&store, &keys[..1]).await, vec![Some(0)]);
+}
+
+// Thousands of callers at once, more than one pipeline carries (1024): however they are
+// split into batches, each gets its own record and none is left waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_burst_of_thousands_of_callers_is_answered_in_full() {
+    let (_server, store) = private_store("pipelining-burst").await;
+    let keys = create_many(&store, 2500).await;
+    let found = tokio::time::timeout(std::time::Duration::from_secs(20), load_all(&store, &keys))
+        .await
+        .expect("every load of the burst is answered");
+    let want: Vec<Option<u64>> = (0..keys.len() as u64).map(Some).collect();
+    assert_eq!(found, want);
 }

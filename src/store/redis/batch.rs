@@ -14,6 +14,8 @@
 //! fails every command of the batch. A caller that gave up before its batch left (a
 //! request timed out or was dropped) is not sent.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use redis::aio::{ConnectionLike, ConnectionManager};
@@ -56,7 +58,7 @@ impl Batched {
             queue.len() == 1
         };
         if first {
-            tokio::spawn(flush(self.manager.clone(), Arc::clone(&self.queue)));
+            spawn_flush(self.manager.clone(), Arc::clone(&self.queue));
         }
         answer.await.unwrap_or_else(|_| {
             Err(RedisError::from((
@@ -67,10 +69,32 @@ impl Batched {
     }
 }
 
+/// The most commands one pipeline carries, so that a burst of requests cannot build a
+/// pipeline whose replies Redis and the client must buffer all at once.
+const MAX_BATCH: usize = 1024;
+
+/// Starts a task that flushes the queue (a boxed future, as `flush` may start another).
+fn spawn_flush(manager: ConnectionManager, queue: Arc<Mutex<Vec<Queued>>>) {
+    let flushing: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(flush(manager, queue));
+    tokio::spawn(flushing);
+}
+
 /// Sends what is queued once every ready task had its turn to add to it.
 async fn flush(mut manager: ConnectionManager, queue: Arc<Mutex<Vec<Queued>>>) {
     tokio::task::yield_now().await;
-    let mut batch = std::mem::take(&mut *queue.lock().unwrap_or_else(PoisonError::into_inner));
+    let mut batch = {
+        let mut queued = queue.lock().unwrap_or_else(PoisonError::into_inner);
+        if queued.len() > MAX_BATCH {
+            // The rest leaves in a batch of its own: nobody else will start one while the
+            // queue is not empty.
+            let rest = queued.split_off(MAX_BATCH);
+            let batch = std::mem::replace(&mut *queued, rest);
+            spawn_flush(manager.clone(), Arc::clone(&queue));
+            batch
+        } else {
+            std::mem::take(&mut *queued)
+        }
+    };
     batch.retain(|queued| !queued.reply.is_closed());
     if batch.len() <= 1 {
         if let Some(Queued { cmd, reply }) = batch.pop() {
@@ -105,5 +129,49 @@ async fn flush(mut manager: ConnectionManager, queue: Arc<Mutex<Vec<Queued>>>) {
                 let _ = reply.send(Err(err.clone()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The test server `scripts/test.sh` starts (or `SESSIONWARE_REDIS_URL`).
+    async fn test_server() -> ConnectionManager {
+        let url = std::env::var("SESSIONWARE_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6380/".into());
+        let client = redis::Client::open(url.as_str()).expect("a valid Redis URL");
+        ConnectionManager::new(client).await.unwrap_or_else(|err| {
+            panic!("cannot reach the test Redis at {url}: {err}; run scripts/test.sh")
+        })
+    }
+
+    #[tokio::test]
+    async fn a_queue_longer_than_one_pipeline_leaves_in_several() {
+        let batched = Batched::new(test_server().await);
+        // As if two and a half pipelines' worth of callers had queued in one turn.
+        let mut answers = Vec::new();
+        {
+            let mut queue = batched.queue.lock().unwrap();
+            for n in 0..MAX_BATCH * 5 / 2 {
+                let (reply, answer) = oneshot::channel();
+                let mut cmd = redis::cmd("ECHO");
+                cmd.arg(n);
+                queue.push(Queued { cmd, reply });
+                answers.push(answer);
+            }
+        }
+        spawn_flush(batched.manager.clone(), Arc::clone(&batched.queue));
+        for (n, answer) in answers.into_iter().enumerate() {
+            let value = tokio::time::timeout(Duration::from_secs(10), answer)
+                .await
+                .unwrap_or_else(|_| panic!("command {n} was never sent"))
+                .expect("a reply")
+                .expect("ECHO succeeds");
+            assert_eq!(value, Value::BulkString(n.to_string().into_bytes()));
+        }
+        assert!(batched.queue.lock().unwrap().is_empty());
     }
 }
