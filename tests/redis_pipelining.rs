@@ -7,6 +7,11 @@
 #[path = "support/redis.rs"]
 mod support;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
 use sessionware::{Id, IdHash, Record, RedisStore, SessionStore};
 use time::{Duration, OffsetDateTime};
 use tokio::task::JoinSet;
@@ -170,4 +175,119 @@ async fn a_burst_of_thousands_of_callers_is_answered_in_full() {
         .expect("every load of the burst is answered");
     let want: Vec<Option<u64>> = (0..keys.len() as u64).map(Some).collect();
     assert_eq!(found, want);
+}
+
+/// Polls every future in one task: all their commands are queued before the flush runs.
+async fn in_one_task<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().map(Option::unwrap).collect()
+}
+
+// One task queues more commands than a pipeline carries (1024) before the flush runs: the
+// rest must leave in batches of their own, not wait for a caller that never comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn more_commands_than_one_pipeline_are_all_answered() {
+    let (_server, store) = private_store("pipelining-cap").await;
+    let keys = create_many(&store, 2500).await;
+    let loads = keys.iter().map(|key| store.load(key)).collect();
+    let found = tokio::time::timeout(std::time::Duration::from_secs(20), in_one_task(loads))
+        .await
+        .expect("every command is answered");
+    for (n, record) in found.into_iter().enumerate() {
+        let record = record.expect("load").expect("a live session");
+        assert_eq!(record.data["n"], n as u64);
+    }
+}
+
+/// Runs `future` on this thread without any Tokio runtime.
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn a_call_from_outside_any_runtime_is_an_error_not_a_panic() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_server, store, keys) = runtime.block_on(async {
+        let (server, store) = private_store("pipelining-no-runtime").await;
+        let keys = create_many(&store, 2).await;
+        (server, store, keys)
+    });
+    // Another executor polls the call: there is no Tokio runtime to run a flush task on,
+    // nor the timers redis-rs needs.
+    let err = block_on(store.load(&keys[1])).expect_err("no runtime, no Redis call");
+    assert_eq!(err.kind(), sessionware::ErrorKind::Store);
+    assert!(format!("{err:?}").contains("Tokio runtime"), "{err:?}");
+    // The store still works where it belongs.
+    let record = runtime.block_on(store.load(&keys[1])).expect("load");
+    assert_eq!(record.expect("a live session").data["n"], 1);
+}
+
+#[test]
+fn a_runtime_dropped_with_a_batch_pending_does_not_wedge_the_store() {
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_server, store, keys) = first.block_on(async {
+        let (server, store) = private_store("pipelining-runtime-drop").await;
+        let keys = create_many(&store, 1).await;
+        (server, store, keys)
+    });
+    // Queue a load, let its flush task start and yield, then drop the runtime under it.
+    first.block_on(async {
+        let (store, key) = (store.clone(), keys[0]);
+        tokio::spawn(async move { store.load(&key).await });
+        tokio::task::yield_now().await;
+    });
+    drop(first);
+
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = second.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(5), store.load(&keys[0])).await
+    });
+    // The connection itself may or may not survive its runtime; what matters is that the
+    // call is answered, not left behind a flush that died with the first runtime.
+    assert!(
+        outcome.is_ok(),
+        "the store is wedged: the call was never answered"
+    );
 }

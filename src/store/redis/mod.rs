@@ -51,7 +51,8 @@
 //! together as one pipeline (auto-pipelining): under load, Redis and the application make
 //! one socket write and one read for a whole batch of requests instead of one per command,
 //! which roughly halves Redis's CPU per request (at most 1024 commands per pipeline). Each
-//! command still gets its own reply. On a cluster a creation, a
+//! command still gets its own reply. (Per-user operations, already one pipeline each, go
+//! straight to the connection.) On a cluster a creation, a
 //! deletion, a rotation, and a write that moves the session's expiry or changes its user
 //! add one round trip for the index updates. There the user index is scored by absolute
 //! deadlines, which sliding refreshes never move, so a refresh updates only the count
