@@ -6,7 +6,7 @@ use std::ops::Index;
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// A session's data: one JSON value per key, kept in key order. It serializes as a JSON
 /// object.
@@ -57,6 +57,12 @@ impl SessionData {
         self.position(key).ok().map(|at| &self.entries[at].1)
     }
 
+    /// The value of `key`, to change in place, if set.
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Value> {
+        let at = self.position(key).ok()?;
+        Some(&mut self.entries[at].1)
+    }
+
     /// Whether `key` is set.
     pub fn contains_key(&self, key: &str) -> bool {
         self.position(key).is_ok()
@@ -99,6 +105,30 @@ impl SessionData {
     /// The keys, in order.
     pub fn keys(&self) -> impl DoubleEndedIterator<Item = &str> + ExactSizeIterator {
         self.entries.iter().map(|(key, _)| key.as_str())
+    }
+
+    /// The values, in key order.
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &Value> + ExactSizeIterator {
+        self.entries.iter().map(|(_, value)| value)
+    }
+}
+
+impl From<Map<String, Value>> for SessionData {
+    fn from(map: Map<String, Value>) -> Self {
+        map.into_iter().collect()
+    }
+}
+
+impl From<SessionData> for Map<String, Value> {
+    fn from(data: SessionData) -> Self {
+        data.into_iter().collect()
+    }
+}
+
+impl From<SessionData> for Value {
+    /// The data as a JSON object.
+    fn from(data: SessionData) -> Self {
+        Value::Object(data.into())
     }
 }
 
@@ -244,6 +274,22 @@ mod tests {
         assert_eq!(data.len(), 3);
         data.clear();
         assert!(data.is_empty() && data.get("a").is_none());
+    }
+
+    #[test]
+    fn converts_to_and_from_a_json_object() {
+        let map: Map<String, Value> =
+            serde_json::from_str(r#"{"b":2,"a":{"x":[1]}}"#).expect("a JSON object");
+        let mut data = SessionData::from(map.clone());
+        assert_eq!(data.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(Map::from(data.clone()), map);
+        *data.get_mut("b").expect("b is set") = json!(3);
+        assert!(data.get_mut("c").is_none());
+        assert_eq!(
+            data.values().collect::<Vec<_>>(),
+            [&json!({"x": [1]}), &json!(3)]
+        );
+        assert_eq!(Value::from(data), json!({"a": {"x": [1]}, "b": 3}));
     }
 
     #[test]
