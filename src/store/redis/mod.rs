@@ -50,7 +50,8 @@
 //! commands that concurrent requests issue in the same turn of the async scheduler travel
 //! together as one pipeline (auto-pipelining): under load, Redis and the application make
 //! one socket write and one read for a whole batch of requests instead of one per command,
-//! which roughly halves Redis's CPU per request (at most 1024 commands per pipeline). Each
+//! which saves Redis and the application CPU per request (at most 1024 commands per
+//! pipeline; figures in BENCHMARKS.md). Each
 //! command still gets its own reply. (Per-user operations, already one pipeline each, go
 //! straight to the connection.) On a cluster a creation, a
 //! deletion, a rotation, and a write that moves the session's expiry or changes its user
