@@ -157,6 +157,28 @@ pub fn is_valid_table_name(name: &str) -> bool {
         && !name.eq_ignore_ascii_case(SCHEMA_TABLE)
 }
 
+/// The migration steps a table at schema version `current` still needs, of all `steps`
+/// (step `n` brings a table to version `n + 1`). `None` when the table has a newer schema
+/// than this version of sessionware knows: nothing is run or recorded then, and a warning
+/// says so, so an older release rolled back in front of a newer table leaves it alone.
+pub(crate) fn pending_migrations<'a>(
+    table: &TableName,
+    current: i64,
+    steps: &'a [Vec<String>],
+) -> Option<&'a [Vec<String>]> {
+    let latest = i64::try_from(steps.len()).unwrap_or(i64::MAX);
+    if current > latest {
+        tracing::warn!(
+            table = table.as_str(),
+            current,
+            latest,
+            "session table has a newer schema than this version of sessionware knows"
+        );
+        return None;
+    }
+    Some(&steps[usize::try_from(current).unwrap_or(0)..])
+}
+
 /// Turns an sqlx error into ours: connection trouble is [`StoreUnavailable`], anything the
 /// database answered is [`Store`].
 ///
@@ -407,6 +429,26 @@ async fn cleanup_pass<S: ExpiredBatches>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn migrations_run_from_the_current_version_and_never_downgrade() {
+        let table = TableName::default_table();
+        let steps: Vec<Vec<String>> = vec![vec!["one".into()], vec!["two".into()]];
+        fn names(pending: Option<&[Vec<String>]>) -> Option<Vec<&str>> {
+            pending.map(|steps| steps.iter().map(|step| step[0].as_str()).collect())
+        }
+        assert_eq!(
+            names(pending_migrations(&table, 0, &steps)),
+            Some(vec!["one", "two"])
+        );
+        assert_eq!(
+            names(pending_migrations(&table, 1, &steps)),
+            Some(vec!["two"])
+        );
+        assert_eq!(names(pending_migrations(&table, 2, &steps)), Some(vec![]));
+        // A table a newer release migrated is left alone.
+        assert_eq!(names(pending_migrations(&table, 3, &steps)), None);
+    }
 
     #[test]
     fn table_names_follow_a_strict_pattern() {

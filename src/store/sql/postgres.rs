@@ -11,7 +11,8 @@ use sqlx::Row;
 use time::OffsetDateTime;
 
 use super::{
-    delete_all_expired, sql_error, Batch, CleanupHandle, ExpiredBatches, TableName, SCHEMA_TABLE,
+    delete_all_expired, pending_migrations, sql_error, Batch, CleanupHandle, ExpiredBatches,
+    TableName, SCHEMA_TABLE,
 };
 use crate::error::Error;
 use crate::id::IdHash;
@@ -124,16 +125,10 @@ impl PostgresStore {
         .unwrap_or(0);
         let steps = migrations(&self.table);
         let latest = i32::try_from(steps.len()).unwrap_or(i32::MAX);
-        if current > latest {
-            tracing::warn!(
-                table = self.table.as_str(),
-                current,
-                latest,
-                "session table has a newer schema than this version of sessionware knows"
-            );
+        let Some(pending) = pending_migrations(&self.table, current.into(), &steps) else {
             return tx.commit().await.map_err(sql_error);
-        }
-        for step in steps.iter().skip(usize::try_from(current).unwrap_or(0)) {
+        };
+        for step in pending {
             for statement in step {
                 sqlx::query(statement)
                     .execute(&mut *tx)

@@ -14,8 +14,8 @@ use sqlx::Row;
 use time::OffsetDateTime;
 
 use super::{
-    delete_all_expired, from_unix_millis, sql_error, unix_millis, Batch, CleanupHandle,
-    ExpiredBatches, TableName, SCHEMA_TABLE,
+    delete_all_expired, from_unix_millis, pending_migrations, sql_error, unix_millis, Batch,
+    CleanupHandle, ExpiredBatches, TableName, SCHEMA_TABLE,
 };
 use crate::data::SessionData;
 use crate::error::Error;
@@ -167,16 +167,10 @@ impl SqliteStore {
         .unwrap_or(0);
         let steps = migrations(&self.table);
         let latest = steps.len() as i64;
-        if current > latest {
-            tracing::warn!(
-                table = self.table.as_str(),
-                current,
-                latest,
-                "session table has a newer schema than this version of sessionware knows"
-            );
+        let Some(pending) = pending_migrations(&self.table, current, &steps) else {
             return tx.commit().await.map_err(sql_error);
-        }
-        for step in steps.iter().skip(usize::try_from(current).unwrap_or(0)) {
+        };
+        for step in pending {
             for statement in step {
                 sqlx::query(statement)
                     .execute(&mut *tx)
