@@ -8,20 +8,9 @@ use serde_json::json;
 use sessionware::{Delta, ErrorKind, Id, IdHash, PostgresStore, Record, SessionStore};
 use time::{Duration, OffsetDateTime};
 
-fn url() -> String {
-    std::env::var("SESSIONWARE_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5433/sessionware".to_owned())
-}
-
-async fn connect() -> PostgresStore {
-    let url = url();
-    PostgresStore::connect(&url).await.unwrap_or_else(|err| {
-        panic!(
-            "PostgreSQL is unreachable at {url} ({err}). Start the test server with \
-             `scripts/postgres.sh start`, or point SESSIONWARE_POSTGRES_URL at another."
-        )
-    })
-}
+#[path = "support/postgres.rs"]
+mod support;
+use support::connect;
 
 fn fresh_table() -> String {
     format!("sqltest_{}", &key().to_string()[..16])

@@ -5,21 +5,9 @@
 use sessionware::store::conformance::Harness;
 use sessionware::{Id, PostgresStore};
 
-/// The database the tests use.
-fn url() -> String {
-    std::env::var("SESSIONWARE_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5433/sessionware".to_owned())
-}
-
-async fn connect() -> PostgresStore {
-    let url = url();
-    PostgresStore::connect(&url).await.unwrap_or_else(|err| {
-        panic!(
-            "PostgreSQL is unreachable at {url} ({err}). Start the test server with \
-             `scripts/postgres.sh start`, or point SESSIONWARE_POSTGRES_URL at another."
-        )
-    })
-}
+#[path = "support/postgres.rs"]
+mod support;
+use support::connect;
 
 /// A table name no other test uses.
 fn fresh_table() -> String {
