@@ -25,11 +25,7 @@ const CONCURRENCY: usize = 16;
 async fn command_stats(
     conn: &mut redis::aio::MultiplexedConnection,
 ) -> BTreeMap<String, (u64, u64)> {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(conn)
-        .await
-        .expect("INFO commandstats");
+    let info = support::info(conn, "commandstats").await;
     info.lines()
         .filter_map(|line| {
             let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
@@ -49,11 +45,7 @@ async fn command_stats(
 
 /// Redis's own CPU time so far (user + system), in µs, from `INFO cpu`.
 async fn cpu_usec(conn: &mut redis::aio::MultiplexedConnection) -> f64 {
-    let info: String = redis::cmd("INFO")
-        .arg("cpu")
-        .query_async(conn)
-        .await
-        .expect("INFO cpu");
+    let info = support::info(conn, "cpu").await;
     info.lines()
         .filter_map(|line| {
             let (name, value) = line.trim().split_once(':')?;

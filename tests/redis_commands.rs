@@ -22,11 +22,7 @@ const REQUESTS: usize = 1000;
 const CLIENT_COMMANDS: [&str; 4] = ["evalsha", "hgetall", "exists", "script|load"];
 
 async fn command_stats(conn: &mut redis::aio::MultiplexedConnection) -> BTreeMap<String, u64> {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(conn)
-        .await
-        .expect("INFO commandstats");
+    let info = support::info(conn, "commandstats").await;
     info.lines()
         .filter_map(|line| {
             let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;

@@ -20,11 +20,7 @@ const CONCURRENT: usize = 64;
 
 /// How many times Redis read commands from its clients' sockets so far.
 async fn socket_reads(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("stats")
-        .query_async(conn)
-        .await
-        .expect("INFO stats");
+    let info = support::info(conn, "stats").await;
     info.lines()
         .find_map(|line| line.strip_prefix("total_reads_processed:"))
         .and_then(|count| count.trim().parse().ok())

@@ -76,6 +76,15 @@ pub(crate) async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
     }
 }
 
+/// One section of `INFO` (`commandstats`, `stats`, `cpu`, ...), as Redis writes it.
+pub(crate) async fn info(conn: &mut redis::aio::MultiplexedConnection, section: &str) -> String {
+    redis::cmd("INFO")
+        .arg(section)
+        .query_async(conn)
+        .await
+        .unwrap_or_else(|err| panic!("INFO {section}: {err}"))
+}
+
 /// Every key under `prefix`, by SCAN (fine for a test's own few keys).
 pub(crate) async fn keys_under(
     conn: &mut redis::aio::MultiplexedConnection,
