@@ -259,8 +259,11 @@ async fn corrupted(
                 .await
                 .unwrap();
         }
-        "missing deadline" => {
-            let _: () = conn.hdel(&redis_key, "i").await.unwrap();
+        "missing times" => {
+            let _: () = conn.hdel(&redis_key, "m").await.unwrap();
+        }
+        "garbled times" => {
+            let _: () = conn.hset(&redis_key, "m", "1:2:soon:4:0").await.unwrap();
         }
         other => panic!("unknown corruption {other}"),
     }
@@ -271,7 +274,7 @@ async fn corrupted(
 async fn corrupt_sessions_are_absent_and_logged() {
     let logs = Logs::capture();
     let (store, mut conn) = fresh().await;
-    for how in ["wrong type", "bad json", "missing deadline"] {
+    for how in ["wrong type", "bad json", "missing times", "garbled times"] {
         let key = corrupted(&store, &mut conn, how).await;
         assert!(store.load(&key).await.unwrap().is_none(), "{how}: loaded");
         let logged = logs.take();
@@ -319,7 +322,7 @@ async fn corrupt_sessions_are_absent_and_logged() {
 async fn a_request_with_a_corrupt_session_gets_a_new_one() {
     let (store, mut conn) = fresh().await;
     let app = support::app(SessionLayer::new(store.clone()));
-    for how in ["wrong type", "bad json", "missing deadline"] {
+    for how in ["wrong type", "bad json", "missing times", "garbled times"] {
         let id = Id::random().unwrap();
         let redis_key = format!("{}:s:{{{}}}", store.prefix(), id.hash());
         match how {

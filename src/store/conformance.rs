@@ -75,6 +75,7 @@ macro_rules! store_conformance_tests {
             identity_change_moves_the_user_index,
             expired_sessions_are_absent_before_cleanup,
             extended_deadline_keeps_a_session_alive,
+            delta_times_change_only_what_they_name,
             extended_session_stays_listed_and_revocable,
             rotate_moves_record_and_index,
             rotate_of_a_missing_session_writes_nothing,
@@ -371,6 +372,49 @@ pub async fn extended_deadline_keeps_a_session_alive<H: Harness>(harness: &H) {
         load(&store, &key).await.is_some(),
         "extended session expired"
     );
+}
+
+/// Each time a delta carries (last seen, creation, the deadlines with remember-me) lands
+/// on its own, and every time it does not carry keeps its stored value.
+pub async fn delta_times_change_only_what_they_name<H: Harness>(harness: &H) {
+    let store = harness.fresh().await;
+    let start = now();
+    let mut want = record_for(Some("ann"));
+    want.data.insert("n".into(), json!(1));
+    want.created_at = start - Duration::minutes(10);
+    want.last_seen = start - Duration::minutes(5);
+    want.idle_deadline = start + Duration::minutes(20);
+    want.absolute_deadline = start + Duration::hours(2);
+    let key = created(&store, &want).await;
+
+    want.last_seen = start - Duration::minutes(1);
+    let seen = Delta {
+        last_seen: Some(want.last_seen),
+        ..Delta::default()
+    };
+    assert!(store.apply(&key, &seen).await.unwrap());
+    assert_same_record(&load(&store, &key).await.expect("after last_seen"), &want);
+
+    want.created_at = start - Duration::minutes(2);
+    let created_at = Delta {
+        created_at: Some(want.created_at),
+        ..Delta::default()
+    };
+    assert!(store.apply(&key, &created_at).await.unwrap());
+    assert_same_record(&load(&store, &key).await.expect("after created_at"), &want);
+
+    let deadlines = Deadlines::new(start + Duration::days(3), start + Duration::days(30), true);
+    want.idle_deadline = deadlines.idle;
+    want.absolute_deadline = deadlines.absolute;
+    want.remember_me = true;
+    let mut moved = Delta {
+        deadlines: Some(deadlines),
+        ..Delta::default()
+    };
+    moved.set("n", json!(2));
+    want.data.insert("n".into(), json!(2));
+    assert!(store.apply(&key, &moved).await.unwrap());
+    assert_same_record(&load(&store, &key).await.expect("after deadlines"), &want);
 }
 
 /// A session whose deadline was extended is still listed, counted and revocable after its

@@ -3,11 +3,15 @@
 //! | field | holds |
 //! |---|---|
 //! | `d:<key>` | the JSON of data key `<key>` |
+//! | `m` | the times and the remember-me flag, packed: `c:l:i:a:r` (see below) |
 //! | `u` | the user ID (absent for an anonymous session) |
-//! | `c`, `l` | created, last seen: Unix milliseconds |
-//! | `i`, `a` | idle and absolute deadlines: Unix milliseconds |
-//! | `r` | `1` for remember-me, else `0` |
 //! | `ip`, `ua` | the client's IP address and `User-Agent` at creation |
+//!
+//! In `m`, `c`, `l`, `i` and `a` are the creation time, last seen time, idle deadline and
+//! absolute deadline in Unix milliseconds, and `r` is `1` for remember-me, else `0`. They
+//! share one field because every read returns every field: each field is two more values
+//! for Redis to send and for the client to parse, and parsing reply values is the largest
+//! single cost of a load on the application server (see BENCHMARKS.md).
 //!
 //! Fields this version does not know are ignored, so a newer writer does not break an
 //! older reader.
@@ -20,8 +24,12 @@ use crate::record::{Delta, Record};
 
 /// The prefix of a data field: what follows it is the session key.
 const DATA: &[u8] = b"d:";
-/// The meta fields, in the order `decode` keeps them.
-const META_FIELDS: [&str; 8] = ["u", "c", "l", "i", "a", "r", "ip", "ua"];
+/// The field that packs the times and the remember-me flag.
+const META: &[u8] = b"m";
+/// The separator of `META`'s parts.
+const SEP: char = ':';
+/// The other fields, in the order `decode` keeps them.
+const INFO_FIELDS: [&str; 3] = ["u", "ip", "ua"];
 
 /// A hash's fields as raw name/value pairs.
 pub(super) type Fields = Vec<(Vec<u8>, Vec<u8>)>;
@@ -55,12 +63,8 @@ pub(super) fn record_fields(record: &Record) -> Result<Fields, Error> {
             serde_json::to_vec(value).map_err(Error::serialize)?,
         ));
     }
+    fields.push((META.into(), packed_meta(record).into_bytes()));
     let mut meta = |name: &str, value: String| fields.push((name.into(), value.into_bytes()));
-    meta("c", millis(record.created_at).to_string());
-    meta("l", millis(record.last_seen).to_string());
-    meta("i", millis(record.idle_deadline).to_string());
-    meta("a", millis(record.absolute_deadline).to_string());
-    meta("r", flag(record.remember_me).to_owned());
     if let Some(user) = &record.user_id {
         meta("u", user.clone());
     }
@@ -71,6 +75,48 @@ pub(super) fn record_fields(record: &Record) -> Result<Fields, Error> {
         meta("ua", agent.clone());
     }
     Ok(fields)
+}
+
+/// The `m` field of `record`.
+fn packed_meta(record: &Record) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(64);
+    for t in [
+        record.created_at,
+        record.last_seen,
+        record.idle_deadline,
+        record.absolute_deadline,
+    ] {
+        let _ = write!(text, "{}{SEP}", millis(t));
+    }
+    text.push_str(flag(record.remember_me));
+    text
+}
+
+/// The parts of an `m` field: created, last seen, idle and absolute deadlines, remember-me.
+fn unpack_meta(
+    text: Option<&[u8]>,
+) -> Result<
+    (
+        OffsetDateTime,
+        OffsetDateTime,
+        OffsetDateTime,
+        OffsetDateTime,
+        bool,
+    ),
+    String,
+> {
+    let text = text.ok_or("missing field \"m\"")?;
+    let text = std::str::from_utf8(text).map_err(|_| "field \"m\" is not UTF-8")?;
+    let mut parts = text.split(SEP);
+    let mut next = |name: &str| instant(&format!("m.{name}"), parts.next().map(str::as_bytes));
+    let (c, l, i, a) = (next("c")?, next("l")?, next("i")?, next("a")?);
+    let remember = match (parts.next(), parts.next()) {
+        (Some("1"), None) => true,
+        (Some("0"), None) => false,
+        _ => return Err("field \"m\" does not end in a remember-me flag".into()),
+    };
+    Ok((c, l, i, a, remember))
 }
 
 fn data_field(key: &str) -> Vec<u8> {
@@ -86,9 +132,10 @@ fn flag(on: bool) -> &'static str {
 }
 
 /// Appends `delta` to a script call in the layout `apply_delta` in lua.rs reads: what the
-/// script decides on (the user, the new expiry), then every field to delete and every
-/// field/value pair to set, meta fields included, so that the script writes them with one
-/// `HDEL` and one `HSET` and converts no number it does not compare.
+/// script decides on (the user, the new expiry), the parts of `m` that change (`''` for
+/// each that does not: the script merges them into the stored ones), then every field to
+/// delete and every field/value pair to set, so that the script writes them with one `HDEL`
+/// and one `HSET` and converts no number it does not compare.
 pub(super) fn push_delta(cmd: &mut Cmd, delta: &Delta) -> Result<(), Error> {
     cmd.arg(flag(delta.clear));
     match &delta.user_id {
@@ -103,6 +150,19 @@ pub(super) fn push_delta(cmd: &mut Cmd, delta: &Delta) -> Result<(), Error> {
         }
         None => cmd.arg("").arg(""),
     };
+    let times = [
+        delta.created_at,
+        delta.last_seen,
+        delta.deadlines.map(|d| d.idle),
+        delta.deadlines.map(|d| d.absolute),
+    ];
+    for time in times {
+        match time {
+            Some(time) => cmd.arg(millis(time)),
+            None => cmd.arg(""),
+        };
+    }
+    cmd.arg(delta.deadlines.map_or("", |d| flag(d.remember_me)));
     let clears_user = matches!(delta.user_id, Some(None));
     cmd.arg(delta.removals().count() + usize::from(clears_user));
     if clears_user {
@@ -114,20 +174,6 @@ pub(super) fn push_delta(cmd: &mut Cmd, delta: &Delta) -> Result<(), Error> {
     if let Some(Some(user)) = &delta.user_id {
         cmd.arg("u").arg(user.as_str());
     }
-    if let Some(deadlines) = &delta.deadlines {
-        cmd.arg("i")
-            .arg(millis(deadlines.idle))
-            .arg("a")
-            .arg(millis(deadlines.absolute))
-            .arg("r")
-            .arg(flag(deadlines.remember_me));
-    }
-    if let Some(seen) = delta.last_seen {
-        cmd.arg("l").arg(millis(seen));
-    }
-    if let Some(created) = delta.created_at {
-        cmd.arg("c").arg(millis(created));
-    }
     for (key, value) in delta.sets() {
         cmd.arg(data_field(key))
             .arg(serde_json::to_vec(value).map_err(Error::serialize)?);
@@ -138,28 +184,27 @@ pub(super) fn push_delta(cmd: &mut Cmd, delta: &Delta) -> Result<(), Error> {
 /// A record from a hash's fields; the reason it is corrupt otherwise.
 pub(super) fn decode(fields: Fields) -> Result<Record, String> {
     let mut data = Vec::new();
-    let mut meta: [Option<Vec<u8>>; META_FIELDS.len()] = Default::default();
+    let mut meta = None;
+    let mut info: [Option<Vec<u8>>; INFO_FIELDS.len()] = Default::default();
     for (name, value) in fields {
         if let Some(key) = name.strip_prefix(DATA) {
             let key = text("data key", key.to_vec())?;
             let value = serde_json::from_slice(&value)
                 .map_err(|err| format!("data key {key:?} is not JSON: {err}"))?;
             data.push((key, value));
-        } else if let Some(slot) = META_FIELDS.iter().position(|m| m.as_bytes() == name) {
-            meta[slot] = Some(value);
+        } else if name == META {
+            meta = Some(value);
+        } else if let Some(slot) = INFO_FIELDS.iter().position(|m| m.as_bytes() == name) {
+            info[slot] = Some(value);
         }
     }
-    let [user, created, seen, idle, absolute, remember, ip, agent] = meta;
-    let created_at = instant("c", created.as_deref())?;
-    let mut record = Record::new(
-        created_at,
-        instant("i", idle.as_deref())?,
-        instant("a", absolute.as_deref())?,
-    );
+    let (created_at, last_seen, idle, absolute, remember_me) = unpack_meta(meta.as_deref())?;
+    let [user, ip, agent] = info;
+    let mut record = Record::new(created_at, idle, absolute);
     record.data = data.into_iter().collect();
-    record.last_seen = instant("l", seen.as_deref())?;
+    record.last_seen = last_seen;
     record.user_id = user.map(|u| text("u", u)).transpose()?;
-    record.remember_me = remember.as_deref() == Some(b"1");
+    record.remember_me = remember_me;
     record.ip = ip.map(|ip| text("ip", ip)).transpose()?;
     record.user_agent = agent.map(|ua| text("ua", ua)).transpose()?;
     Ok(record)
@@ -218,16 +263,37 @@ mod tests {
     #[test]
     fn corrupt_fields_are_reported() {
         let mut fields = record_fields(&sample()).unwrap();
-        fields.retain(|(name, _)| name != b"i");
-        assert!(decode(fields).unwrap_err().contains("\"i\""));
+        fields.retain(|(name, _)| name != b"m");
+        assert!(decode(fields).unwrap_err().contains("\"m\""));
 
         let mut fields = record_fields(&sample()).unwrap();
         fields.push((b"d:bad".to_vec(), b"{not json".to_vec()));
         assert!(decode(fields).unwrap_err().contains("bad"));
 
-        let mut fields = record_fields(&sample()).unwrap();
-        fields.push((b"c".to_vec(), b"yesterday".to_vec()));
-        assert!(decode(fields).is_err());
+        for bad in [
+            "yesterday:1:2:3:0",
+            "1:2:3:4",
+            "1:2:3:4:yes",
+            "1:2:3:4:0:5",
+            "1:2:3:99999999999999999999:0",
+        ] {
+            let mut fields = record_fields(&sample()).unwrap();
+            fields.retain(|(name, _)| name != b"m");
+            fields.push((b"m".to_vec(), bad.as_bytes().to_vec()));
+            assert!(decode(fields).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn times_pack_into_one_field_in_the_order_the_scripts_read() {
+        let fields = record_fields(&sample()).unwrap();
+        let names: Vec<&[u8]> = fields.iter().map(|(name, _)| name.as_slice()).collect();
+        assert_eq!(names, [&b"d:"[..], b"d:n", b"m", b"u", b"ip"]);
+        let (_, packed) = &fields[2];
+        assert_eq!(
+            std::str::from_utf8(packed).unwrap(),
+            "1700000000000:1700000000000:1700001800000:1700043200000:1"
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //! write-back reads the session with one `HMGET` (no `TYPE`: another type makes that
 //! `HMGET` fail, which `redis.pcall` turns into a value), writes its fields with one
 //! `HSET`, and moves an index's TTL only when its latest score may have changed. Measured
-//! by `tests/redis_script_cost.rs`; figures in BENCHMARKS.md.
+//! by `benches/redis_scripts.rs`; figures in BENCHMARKS.md.
 
 /// Every script: the common arguments.
 const HEAD: &str = r#"
@@ -29,18 +29,20 @@ local now = tonumber(ARGV[1])
 
 /// The session liveness check.
 const LIVE: &str = r#"
--- The expiry (ms), user and absolute deadline (ms) of the live session hash under key; nil
--- when the key is absent, holds another type, lacks a time field, or has expired. Corrupt
--- is absent.
+-- The expiry (ms), user and absolute deadline (ms) of the live session hash under key,
+-- then the parts of its m field as stored (created, last seen, idle and absolute
+-- deadlines, remember-me: see codec.rs); nil when the key is absent, holds another type,
+-- lacks a well-formed m, or has expired. Corrupt is absent.
 local function live(key)
-  local m = redis.pcall('HMGET', key, 'i', 'a', 'c', 'l', 'u')
-  if m.err then return nil end -- another type: HMGET refused it
-  local i, a = tonumber(m[1]), tonumber(m[2])
-  if not (i and a and tonumber(m[3]) and tonumber(m[4])) then return nil end
+  local m = redis.pcall('HMGET', key, 'm', 'u')
+  if m.err or not m[1] then return nil end -- another type (HMGET refused it), or no m
+  local c, l, si, sa, r = string.match(m[1], '^(%-?%d+):(%-?%d+):(%-?%d+):(%-?%d+):([01])$')
+  if not c then return nil end
+  local i, a = tonumber(si), tonumber(sa)
   local expires = a
   if i < a then expires = i end
   if expires <= now then return nil end
-  return expires, m[5] or nil, a
+  return expires, m[2] or nil, a, c, l, si, sa, r
 end
 "#;
 
@@ -115,10 +117,10 @@ const APPLY_DELTA: &str = r#"
 -- before and after.
 -- Layout (codec.rs, push_delta): clear ('1'/'0'), user op ('' keep, 's' set, 'c' clear),
 -- the new user, the new expiry and absolute deadline ('' '' when they do not change), the
--- number of fields to delete, those fields, then the field/value pairs to set (every field
--- the delta writes, meta fields included, so that one HSET writes them all).
+-- five parts of m ('' for each that does not change), the number of fields to delete,
+-- those fields, then the field/value pairs to set.
 local function apply_delta(key, b)
-  local expires, user, absolute = live(key)
+  local expires, user, absolute, c, l, si, sa, r = live(key)
   if not expires then return nil end
   if ARGV[b] == '1' then
     local data = {}
@@ -137,8 +139,17 @@ local function apply_delta(key, b)
   if ARGV[b + 3] ~= '' then
     new_expires, new_absolute = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
   end
-  local sets = b + 6 + tonumber(ARGV[b + 5])
-  spread('HDEL', key, ARGV, b + 6, sets - 1)
+  local parts = {c, l, si, sa, r}
+  local moved = false
+  for k = 1, 5 do
+    if ARGV[b + 4 + k] ~= '' then
+      parts[k] = ARGV[b + 4 + k]
+      moved = true
+    end
+  end
+  if moved then redis.call('HSET', key, 'm', table.concat(parts, ':')) end
+  local sets = b + 11 + tonumber(ARGV[b + 10])
+  spread('HDEL', key, ARGV, b + 11, sets - 1)
   spread('HSET', key, ARGV, sets, #ARGV)
   if new_expires ~= expires then
     if new_expires > now then

@@ -70,7 +70,7 @@
 //! [`ErrorKind::Store`](crate::ErrorKind::Store). [`connect`](RedisStore::connect) sets a
 //! 1 s connection timeout and a 2 s response timeout, and the connection reconnects by
 //! itself when Redis comes back. Data under a session key that is not a session (another
-//! Redis type, a field that is not JSON, a missing deadline) is logged and treated as no
+//! Redis type, a field that is not JSON, missing or garbled times) is logged and treated as no
 //! session.
 
 mod batch;
