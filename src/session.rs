@@ -352,7 +352,7 @@ impl Session {
     /// Loads the record on first use and returns the state, locked.
     async fn loaded(&self) -> Result<MutexGuard<'_, State>, Error> {
         self.shared.used.store(true, Ordering::Release);
-        let mut state = self.shared.state.lock().await;
+        let mut state = self.lock_state().await;
         if state.saved {
             tracing::warn!("session changed after its response was sent; the change is lost");
         }
@@ -375,6 +375,16 @@ impl Session {
         }
         state.loaded = true;
         Ok(state)
+    }
+
+    /// Locks the state. Nearly always it is free (only this request's own tasks share it),
+    /// and taking a free lock directly skips building and polling a waiting future. A lock
+    /// someone holds, or waits for, is queued for fairly, as usual.
+    async fn lock_state(&self) -> MutexGuard<'_, State> {
+        match self.shared.state.try_lock() {
+            Ok(state) => state,
+            Err(_) => self.shared.state.lock().await,
+        }
     }
 
     /// Whether `record` is within the absolute timeout configured *now*: a session created
@@ -513,7 +523,7 @@ impl Session {
 
     /// Writes back what this request changed, and says what the response must carry.
     pub(crate) async fn save(&self) -> Result<Option<Outgoing>, Error> {
-        let mut state = self.shared.state.lock().await;
+        let mut state = self.lock_state().await;
         state.saved = true;
         if !state.loaded {
             return Ok(None);
