@@ -93,30 +93,35 @@ fn packed_meta(record: &Record) -> String {
     text
 }
 
-/// The parts of an `m` field: created, last seen, idle and absolute deadlines, remember-me.
-fn unpack_meta(
-    text: Option<&[u8]>,
-) -> Result<
-    (
-        OffsetDateTime,
-        OffsetDateTime,
-        OffsetDateTime,
-        OffsetDateTime,
-        bool,
-    ),
-    String,
-> {
+/// What an `m` field holds.
+struct Times {
+    created: OffsetDateTime,
+    last_seen: OffsetDateTime,
+    idle: OffsetDateTime,
+    absolute: OffsetDateTime,
+    remember_me: bool,
+}
+
+/// The parts of an `m` field, in the order [`packed_meta`] writes them.
+fn unpack_meta(text: Option<&[u8]>) -> Result<Times, String> {
     let text = text.ok_or("missing field \"m\"")?;
     let text = std::str::from_utf8(text).map_err(|_| "field \"m\" is not UTF-8")?;
     let mut parts = text.split(SEP);
-    let mut next = |name: &str| instant(&format!("m.{name}"), parts.next().map(str::as_bytes));
-    let (c, l, i, a) = (next("c")?, next("l")?, next("i")?, next("a")?);
-    let remember = match (parts.next(), parts.next()) {
+    let mut next = |name: &'static str| instant(name, parts.next().map(str::as_bytes));
+    let (created, last_seen) = (next("m.created")?, next("m.last_seen")?);
+    let (idle, absolute) = (next("m.idle")?, next("m.absolute")?);
+    let remember_me = match (parts.next(), parts.next()) {
         (Some("1"), None) => true,
         (Some("0"), None) => false,
         _ => return Err("field \"m\" does not end in a remember-me flag".into()),
     };
-    Ok((c, l, i, a, remember))
+    Ok(Times {
+        created,
+        last_seen,
+        idle,
+        absolute,
+        remember_me,
+    })
 }
 
 fn data_field(key: &str) -> Vec<u8> {
@@ -198,13 +203,13 @@ pub(super) fn decode(fields: Fields) -> Result<Record, String> {
             info[slot] = Some(value);
         }
     }
-    let (created_at, last_seen, idle, absolute, remember_me) = unpack_meta(meta.as_deref())?;
+    let times = unpack_meta(meta.as_deref())?;
     let [user, ip, agent] = info;
-    let mut record = Record::new(created_at, idle, absolute);
+    let mut record = Record::new(times.created, times.idle, times.absolute);
     record.data = data.into_iter().collect();
-    record.last_seen = last_seen;
+    record.last_seen = times.last_seen;
     record.user_id = user.map(|u| text("u", u)).transpose()?;
-    record.remember_me = remember_me;
+    record.remember_me = times.remember_me;
     record.ip = ip.map(|ip| text("ip", ip)).transpose()?;
     record.user_agent = agent.map(|ua| text("ua", ua)).transpose()?;
     Ok(record)
