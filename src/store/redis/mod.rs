@@ -223,12 +223,25 @@ impl RedisStore {
     }
 
     fn session_key(&self, key: &IdHash) -> String {
-        format!("{}:s:{{{key}}}", self.prefix)
+        self.tagged_key(":s:", key)
     }
 
     /// The rotation tombstone of a session key: the same hash tag, so the same slot.
     fn tombstone_key(&self, key: &IdHash) -> String {
-        format!("{}:t:{{{key}}}", self.prefix)
+        self.tagged_key(":t:", key)
+    }
+
+    /// `<prefix><kind>{<key in hex>}`. Built on every store call, so sized once up front:
+    /// `format!` grows its string four times on the way to these ~70 bytes.
+    fn tagged_key(&self, kind: &str, key: &IdHash) -> String {
+        use std::fmt::Write as _;
+        let mut text = String::with_capacity(self.prefix.len() + kind.len() + 66);
+        text.push_str(&self.prefix);
+        text.push_str(kind);
+        text.push('{');
+        let _ = write!(text, "{key}"); // writing to a String cannot fail
+        text.push('}');
+        text
     }
 
     fn user_key(&self, user: &str) -> String {
