@@ -137,10 +137,10 @@ fn flag(on: bool) -> &'static str {
 }
 
 /// Appends `delta` to a script call in the layout `apply_delta` in lua.rs reads: what the
-/// script decides on (the user, the new expiry), the parts of `m` that change (`''` for
-/// each that does not: the script merges them into the stored ones), then every field to
-/// delete and every field/value pair to set, so that the script writes them with one `HDEL`
-/// and one `HSET` and converts no number it does not compare.
+/// script decides on (the user, the new expiry), the parts of `m` that change (see
+/// [`changed_meta`]), then every field to delete and every field/value pair to set, so that
+/// the script writes them with one `HDEL` and one `HSET` and converts no number it does not
+/// compare.
 pub(super) fn push_delta(cmd: &mut Cmd, delta: &Delta) -> Result<(), Error> {
     cmd.arg(flag(delta.clear));
     match &delta.user_id {
@@ -155,19 +155,7 @@ pub(super) fn push_delta(cmd: &mut Cmd, delta: &Delta) -> Result<(), Error> {
         }
         None => cmd.arg("").arg(""),
     };
-    let times = [
-        delta.created_at,
-        delta.last_seen,
-        delta.deadlines.map(|d| d.idle),
-        delta.deadlines.map(|d| d.absolute),
-    ];
-    for time in times {
-        match time {
-            Some(time) => cmd.arg(millis(time)),
-            None => cmd.arg(""),
-        };
-    }
-    cmd.arg(delta.deadlines.map_or("", |d| flag(d.remember_me)));
+    cmd.arg(changed_meta(delta));
     let clears_user = matches!(delta.user_id, Some(None));
     cmd.arg(delta.removals().count() + usize::from(clears_user));
     if clears_user {
@@ -184,6 +172,31 @@ pub(super) fn push_delta(cmd: &mut Cmd, delta: &Delta) -> Result<(), Error> {
             .arg(serde_json::to_vec(value).map_err(Error::serialize)?);
     }
     Ok(())
+}
+
+/// The parts of `m` that `delta` changes, in `m`'s layout with each unchanged part empty
+/// (the script merges them into the stored ones), or `""` when it changes none: the common
+/// write then costs the script one empty argument.
+fn changed_meta(delta: &Delta) -> String {
+    use std::fmt::Write as _;
+    if delta.created_at.is_none() && delta.last_seen.is_none() && delta.deadlines.is_none() {
+        return String::new();
+    }
+    let mut text = String::with_capacity(64);
+    let times = [
+        delta.created_at,
+        delta.last_seen,
+        delta.deadlines.map(|d| d.idle),
+        delta.deadlines.map(|d| d.absolute),
+    ];
+    for time in times {
+        if let Some(time) = time {
+            let _ = write!(text, "{}", millis(time)); // writing to a String cannot fail
+        }
+        text.push(SEP);
+    }
+    text.push_str(delta.deadlines.map_or("", |d| flag(d.remember_me)));
+    text
 }
 
 /// A record from a hash's fields; the reason it is corrupt otherwise.
@@ -299,6 +312,19 @@ mod tests {
             std::str::from_utf8(packed).unwrap(),
             "1700000000000:1700000000000:1700001800000:1700043200000:1"
         );
+    }
+
+    #[test]
+    fn a_delta_names_only_the_times_it_moves() {
+        let at = |ms: i64| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000);
+        let mut delta = Delta::default();
+        delta.set("n", json!(1));
+        assert_eq!(changed_meta(&delta), "", "a data-only write moves no time");
+        delta.last_seen = Some(at(5).unwrap());
+        assert_eq!(changed_meta(&delta), ":5:::");
+        delta.deadlines = Some(crate::Deadlines::new(at(7).unwrap(), at(9).unwrap(), true));
+        delta.created_at = Some(at(-3).unwrap());
+        assert_eq!(changed_meta(&delta), "-3:5:7:9:1");
     }
 
     #[test]

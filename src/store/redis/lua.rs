@@ -117,11 +117,22 @@ const APPLY_DELTA: &str = r#"
 -- before and after.
 -- Layout (codec.rs, push_delta): clear ('1'/'0'), user op ('' keep, 's' set, 'c' clear),
 -- the new user, the new expiry and absolute deadline ('' '' when they do not change), the
--- five parts of m ('' for each that does not change), the number of fields to delete,
--- those fields, then the field/value pairs to set.
+-- parts of m that change (m's layout with each unchanged part empty; '' when none does),
+-- the number of fields to delete, those fields, then the field/value pairs to set.
 local function apply_delta(key, b)
   local expires, user, absolute, c, l, si, sa, r = live(key)
   if not expires then return nil end
+  local times = nil -- the new m, when the delta moves a time
+  if ARGV[b + 5] ~= '' then
+    -- Checked before anything is written: a script error does not undo earlier writes.
+    local parts = {string.match(ARGV[b + 5], '^(%-?%d*):(%-?%d*):(%-?%d*):(%-?%d*):([01]?)$')}
+    if not parts[1] then error('malformed session times') end
+    local stored = {c, l, si, sa, r}
+    for k = 1, 5 do
+      if parts[k] == '' then parts[k] = stored[k] end
+    end
+    times = table.concat(parts, ':')
+  end
   if ARGV[b] == '1' then
     local data = {}
     for _, field in ipairs(redis.call('HKEYS', key)) do
@@ -139,17 +150,9 @@ local function apply_delta(key, b)
   if ARGV[b + 3] ~= '' then
     new_expires, new_absolute = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
   end
-  local parts = {c, l, si, sa, r}
-  local moved = false
-  for k = 1, 5 do
-    if ARGV[b + 4 + k] ~= '' then
-      parts[k] = ARGV[b + 4 + k]
-      moved = true
-    end
-  end
-  if moved then redis.call('HSET', key, 'm', table.concat(parts, ':')) end
-  local sets = b + 11 + tonumber(ARGV[b + 10])
-  spread('HDEL', key, ARGV, b + 11, sets - 1)
+  if times then redis.call('HSET', key, 'm', times) end
+  local sets = b + 7 + tonumber(ARGV[b + 6])
+  spread('HDEL', key, ARGV, b + 7, sets - 1)
   spread('HSET', key, ARGV, sets, #ARGV)
   if new_expires ~= expires then
     if new_expires > now then
