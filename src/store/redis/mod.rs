@@ -97,6 +97,12 @@ use crate::error::Error;
 use crate::id::IdHash;
 use crate::record::{Delta, Record, SessionInfo};
 
+/// Arguments a script call is sized for up front: the common ones, then a delta's or a
+/// new record's dozen or so.
+const SCRIPT_ARGS: usize = 24;
+/// Bytes of arguments (keys aside) a script call is sized for up front.
+const SCRIPT_BYTES: usize = 384;
+
 const DEFAULT_PREFIX: &str = "sessionware";
 /// How long to wait for a TCP connection to a Redis node.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -255,8 +261,12 @@ impl RedisStore {
     /// An `EVALSHA` of `script` on `keys` with the common arguments the prelude reads.
     fn script(&self, script: &Script, keys: &[&str], now: i64) -> Cmd {
         let keeps_index = if self.conn.is_cluster() { "0" } else { "1" };
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(script.get_hash())
+        // Sized for the common calls up front: a command's buffer otherwise grows a few
+        // times over, and the scripts' callers append a dozen or more arguments.
+        let key_bytes: usize = keys.iter().map(|key| key.len()).sum();
+        let mut cmd = Cmd::with_capacity(SCRIPT_ARGS, SCRIPT_BYTES + key_bytes);
+        cmd.arg("EVALSHA")
+            .arg(script.get_hash())
             .arg(keys.len())
             .arg(keys)
             .arg(now)
@@ -435,8 +445,9 @@ impl RedisStore {
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn load(&self, key: &IdHash) -> Result<Option<Record>, Error> {
-        let mut cmd = redis::cmd("HGETALL");
-        cmd.arg(self.session_key(key));
+        let session_key = self.session_key(key);
+        let mut cmd = Cmd::with_capacity(2, "HGETALL".len() + session_key.len());
+        cmd.arg("HGETALL").arg(session_key);
         match self.conn.query::<Value>(&self.scripts, &cmd).await {
             Ok(value) => Ok(self.live_record(key, pairs(value))),
             Err(err) if is_wrong_type(&err) => {
