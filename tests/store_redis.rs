@@ -265,6 +265,10 @@ async fn corrupted(
         "garbled times" => {
             let _: () = conn.hset(&redis_key, "m", "1:2:soon:4:0").await.unwrap();
         }
+        "bad flag" | "extra part" => {
+            // Every time well-formed and the deadlines ahead: only the shape is wrong.
+            let _: () = conn.hset(&redis_key, "m", future_times(how)).await.unwrap();
+        }
         other => panic!("unknown corruption {other}"),
     }
     key
@@ -274,7 +278,14 @@ async fn corrupted(
 async fn corrupt_sessions_are_absent_and_logged() {
     let logs = Logs::capture();
     let (store, mut conn) = fresh().await;
-    for how in ["wrong type", "bad json", "missing times", "garbled times"] {
+    for how in [
+        "wrong type",
+        "bad json",
+        "missing times",
+        "garbled times",
+        "bad flag",
+        "extra part",
+    ] {
         let key = corrupted(&store, &mut conn, how).await;
         assert!(store.load(&key).await.unwrap().is_none(), "{how}: loaded");
         let logged = logs.take();
@@ -318,6 +329,17 @@ async fn corrupt_sessions_are_absent_and_logged() {
     }
 }
 
+/// A packed `m` field whose times are well-formed and whose deadlines are an hour ahead,
+/// with one flaw: a remember-me flag that is neither `0` nor `1`, or a sixth part.
+fn future_times(flaw: &str) -> String {
+    let now = OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let (soon, later) = (now + 3_600_000, now + 7_200_000);
+    match flaw {
+        "bad flag" => format!("{now}:{now}:{soon}:{later}:2"),
+        _ => format!("{now}:{now}:{soon}:{later}:0:7"),
+    }
+}
+
 #[tokio::test]
 async fn a_request_with_a_corrupt_session_gets_a_new_one() {
     let (store, mut conn) = fresh().await;
@@ -330,8 +352,12 @@ async fn a_request_with_a_corrupt_session_gets_a_new_one() {
                 let _: () = conn.set_ex(&redis_key, "garbage", 60).await.unwrap();
             }
             _ => {
-                let field = if how == "bad json" { "d:x" } else { "u" };
-                let _: () = conn.hset(&redis_key, field, "{oops").await.unwrap();
+                let (field, value) = match how {
+                    "bad json" => ("d:x", "{oops".to_owned()),
+                    "missing times" => ("u", "ann".to_owned()),
+                    _ => ("m", future_times("bad flag")),
+                };
+                let _: () = conn.hset(&redis_key, field, value).await.unwrap();
                 let _: () = conn.expire(&redis_key, 60).await.unwrap();
             }
         }
@@ -405,4 +431,43 @@ async fn a_store_built_from_a_connection_manager_works() {
         .unwrap());
     assert_eq!(store.count_user("fay").await.unwrap(), 1);
     assert!(format!("{store:?}").contains("cluster: false"));
+}
+
+/// A delta larger than one Lua `unpack` may spread (200 values) lands whole, with the times
+/// it moves: the scripts delete and set fields in chunks, the merged `m` riding in the
+/// first.
+#[tokio::test]
+async fn a_delta_of_hundreds_of_keys_lands_whole_with_its_times() {
+    let (store, _conn) = fresh().await;
+    let key = Id::random().unwrap().hash();
+    let mut want = record(Some("ida"), Duration::minutes(30));
+    for n in 0..250 {
+        want.data.insert(format!("old{n}"), json!(n));
+    }
+    assert!(store.create(&key, &want).await.unwrap());
+
+    let mut delta = Delta::default();
+    for n in 0..250 {
+        delta.remove(format!("old{n}"));
+        want.data.remove(&format!("old{n}"));
+    }
+    for n in 0..300 {
+        delta.set(format!("new{n}"), json!(n));
+        want.data.insert(format!("new{n}"), json!(n));
+    }
+    let seen = OffsetDateTime::now_utc() + Duration::seconds(5);
+    delta.last_seen = Some(seen);
+    assert!(store.apply(&key, &delta).await.unwrap());
+
+    let got = store
+        .load(&key)
+        .await
+        .unwrap()
+        .expect("the session is still there");
+    assert_eq!(got.data, want.data);
+    let ms = |t: OffsetDateTime| t.unix_timestamp_nanos() / 1_000_000;
+    assert_eq!(ms(got.last_seen), ms(seen));
+    assert_eq!(ms(got.created_at), ms(want.created_at));
+    assert_eq!(ms(got.idle_deadline), ms(want.idle_deadline));
+    assert_eq!(got.user_id.as_deref(), Some("ida"));
 }

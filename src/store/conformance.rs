@@ -375,7 +375,8 @@ pub async fn extended_deadline_keeps_a_session_alive<H: Harness>(harness: &H) {
 }
 
 /// Each time a delta carries (last seen, creation, the deadlines with remember-me) lands
-/// on its own, and every time it does not carry keeps its stored value.
+/// on its own, through `apply` and through `rotate`, and every time it does not carry
+/// keeps its stored value.
 pub async fn delta_times_change_only_what_they_name<H: Harness>(harness: &H) {
     let store = harness.fresh().await;
     let start = now();
@@ -415,6 +416,16 @@ pub async fn delta_times_change_only_what_they_name<H: Harness>(harness: &H) {
     want.data.insert("n".into(), json!(2));
     assert!(store.apply(&key, &moved).await.unwrap());
     assert_same_record(&load(&store, &key).await.expect("after deadlines"), &want);
+
+    // A rotation carries its delta's times the same way (a login restarts `created_at`).
+    let to = self::key();
+    want.created_at = start - Duration::seconds(30);
+    let login = Delta {
+        created_at: Some(want.created_at),
+        ..Delta::default()
+    };
+    assert!(store.rotate(&key, &to, &login).await.unwrap());
+    assert_same_record(&load(&store, &to).await.expect("after rotation"), &want);
 }
 
 /// A session whose deadline was extended is still listed, counted and revocable after its

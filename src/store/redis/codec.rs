@@ -13,8 +13,10 @@
 //! for Redis to send and for the client to parse, and parsing reply values is the largest
 //! single cost of a load on the application server (see BENCHMARKS.md).
 //!
-//! Fields this version does not know are ignored, so a newer writer does not break an
-//! older reader.
+//! Fields this version does not know are ignored, so a newer writer that adds fields does
+//! not break an older reader. The layout changed once before the first release: the times
+//! had a field each (`c`, `l`, `i`, `a`, `r`); a hash in that layout has no `m` and reads
+//! as corrupt (logged, treated as no session).
 
 use redis::{Cmd, Value};
 use time::OffsetDateTime;
@@ -42,8 +44,11 @@ pub(super) fn millis(t: OffsetDateTime) -> i64 {
 
 fn instant(field: &str, text: Option<&[u8]>) -> Result<OffsetDateTime, String> {
     let text = text.ok_or_else(|| format!("missing field {field:?}"))?;
+    // Digits with an optional minus, as the scripts' pattern reads them (`parse` would
+    // also take a `+`, which the scripts would then refuse to write to).
     let ms: i64 = std::str::from_utf8(text)
         .ok()
+        .filter(|text| !text.starts_with('+'))
         .and_then(|text| text.parse().ok())
         .ok_or_else(|| format!("field {field:?} is not a whole number"))?;
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
@@ -293,6 +298,7 @@ mod tests {
             "1:2:3:4",
             "1:2:3:4:yes",
             "1:2:3:4:0:5",
+            "+1:2:3:4:0",
             "1:2:3:99999999999999999999:0",
         ] {
             let mut fields = record_fields(&sample()).unwrap();

@@ -150,9 +150,15 @@ local function apply_delta(key, b)
   if ARGV[b + 3] ~= '' then
     new_expires, new_absolute = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
   end
-  if times then redis.call('HSET', key, 'm', times) end
   local sets = b + 7 + tonumber(ARGV[b + 6])
   spread('HDEL', key, ARGV, b + 7, sets - 1)
+  if times then
+    -- The merged m rides in the first HSET: 198 values (an even count, so pairs stay
+    -- whole) plus m's pair makes the 200 a call spreads at most.
+    local last = math.min(#ARGV, sets + 197)
+    redis.call('HSET', key, 'm', times, unpack(ARGV, sets, last))
+    sets = last + 1
+  end
   spread('HSET', key, ARGV, sets, #ARGV)
   if new_expires ~= expires then
     if new_expires > now then
