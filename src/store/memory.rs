@@ -296,10 +296,12 @@ impl SessionStore for MemoryStore {
     /// Files the shared record itself: a new session costs no copy.
     async fn create_shared(&self, key: &IdHash, record: Arc<Record>) -> Result<bool, Error> {
         self.start_purge_task();
-        let now = OffsetDateTime::now_utc();
         let filed = Arc::clone(&record);
+        // The clock is read only when the key is taken, which a fresh ID's never is.
         let replaced = match self.inner.lock_shard(key).sessions.entry(*key) {
-            Entry::Occupied(old) if !old.get().is_expired(now) => return Ok(false),
+            Entry::Occupied(old) if !old.get().is_expired(OffsetDateTime::now_utc()) => {
+                return Ok(false)
+            }
             Entry::Occupied(mut old) => Some(old.insert(record)),
             Entry::Vacant(slot) => {
                 slot.insert(record);
