@@ -59,42 +59,42 @@ fn text(field: &str, bytes: Vec<u8>) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|_| format!("field {field:?} is not UTF-8"))
 }
 
-/// The field/value pairs that file `record`, as `HSET` arguments.
-pub(super) fn record_fields(record: &Record) -> Result<Fields, Error> {
-    let mut fields = Vec::with_capacity(record.data.len() + 8);
+/// Appends the field/value pairs that file `record` to a script call, as `HSET`
+/// arguments: straight into the command, as the layer creates a session per new visitor.
+pub(super) fn push_record(cmd: &mut Cmd, record: &Record) -> Result<(), Error> {
     for (key, value) in &record.data {
-        fields.push((
-            data_field(key),
-            serde_json::to_vec(value).map_err(Error::serialize)?,
-        ));
+        cmd.arg(data_field(key))
+            .arg(serde_json::to_vec(value).map_err(Error::serialize)?);
     }
-    fields.push((META.into(), packed_meta(record).into_bytes()));
-    let mut meta = |name: &str, value: String| fields.push((name.into(), value.into_bytes()));
-    if let Some(user) = &record.user_id {
-        meta("u", user.clone());
-    }
-    if let Some(ip) = &record.ip {
-        meta("ip", ip.clone());
-    }
-    if let Some(agent) = &record.user_agent {
-        meta("ua", agent.clone());
-    }
-    Ok(fields)
-}
-
-/// The `m` field of `record`.
-fn packed_meta(record: &Record) -> String {
-    use std::fmt::Write as _;
-    let mut text = String::with_capacity(64);
-    for t in [
+    let times = [
         record.created_at,
         record.last_seen,
         record.idle_deadline,
         record.absolute_deadline,
-    ] {
-        let _ = write!(text, "{}{SEP}", millis(t));
+    ];
+    cmd.arg(META)
+        .arg(pack_times(times.map(Some), Some(record.remember_me)));
+    let info = [&record.user_id, &record.ip, &record.user_agent];
+    for (name, value) in INFO_FIELDS.iter().zip(info) {
+        if let Some(value) = value {
+            cmd.arg(*name).arg(value.as_str());
+        }
     }
-    text.push_str(flag(record.remember_me));
+    Ok(())
+}
+
+/// Text in `m`'s layout: created, last seen, idle and absolute deadlines (Unix ms), then
+/// the remember-me flag, each part empty when `None`.
+fn pack_times(times: [Option<OffsetDateTime>; 4], remember_me: Option<bool>) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(64);
+    for time in times {
+        if let Some(time) = time {
+            let _ = write!(text, "{}", millis(time)); // writing to a String cannot fail
+        }
+        text.push(SEP);
+    }
+    text.push_str(remember_me.map_or("", flag));
     text
 }
 
@@ -107,7 +107,7 @@ struct Times {
     remember_me: bool,
 }
 
-/// The parts of an `m` field, in the order [`packed_meta`] writes them.
+/// The parts of an `m` field, in the order [`pack_times`] writes them.
 fn unpack_meta(text: Option<&[u8]>) -> Result<Times, String> {
     let text = text.ok_or("missing field \"m\"")?;
     let text = std::str::from_utf8(text).map_err(|_| "field \"m\" is not UTF-8")?;
@@ -142,10 +142,9 @@ fn flag(on: bool) -> &'static str {
 }
 
 /// Appends `delta` to a script call in the layout `apply_delta` in lua.rs reads: what the
-/// script decides on (the user, the new expiry), the parts of `m` that change (see
-/// [`changed_meta`]), then every field to delete and every field/value pair to set, so that
-/// the script writes them with one `HDEL` and one `HSET` and converts no number it does not
-/// compare.
+/// script decides on (the user; the times, from which it works out the new expiry: see
+/// [`changed_times`]), then every field to delete and every field/value pair to set, so
+/// that the script writes them with one `HDEL` and one `HSET`.
 pub(super) fn push_delta(cmd: &mut Cmd, delta: &Delta) -> Result<(), Error> {
     cmd.arg(flag(delta.clear));
     match &delta.user_id {
@@ -153,14 +152,7 @@ pub(super) fn push_delta(cmd: &mut Cmd, delta: &Delta) -> Result<(), Error> {
         Some(Some(user)) => cmd.arg("s").arg(user.as_str()),
         Some(None) => cmd.arg("c").arg(""),
     };
-    match &delta.deadlines {
-        Some(deadlines) => {
-            let (idle, absolute) = (millis(deadlines.idle), millis(deadlines.absolute));
-            cmd.arg(idle.min(absolute)).arg(absolute)
-        }
-        None => cmd.arg("").arg(""),
-    };
-    cmd.arg(changed_meta(delta));
+    cmd.arg(changed_times(delta));
     let clears_user = matches!(delta.user_id, Some(None));
     cmd.arg(delta.removals().count() + usize::from(clears_user));
     if clears_user {
@@ -180,28 +172,20 @@ pub(super) fn push_delta(cmd: &mut Cmd, delta: &Delta) -> Result<(), Error> {
 }
 
 /// The parts of `m` that `delta` changes, in `m`'s layout with each unchanged part empty
-/// (the script merges them into the stored ones), or `""` when it changes none: the common
-/// write then costs the script one empty argument.
-fn changed_meta(delta: &Delta) -> String {
-    use std::fmt::Write as _;
+/// (the script merges them into the stored ones, and takes the new expiry from the
+/// deadlines, which move together), or `""` when it changes none: the common write then
+/// costs the script one empty argument.
+fn changed_times(delta: &Delta) -> String {
     if delta.created_at.is_none() && delta.last_seen.is_none() && delta.deadlines.is_none() {
         return String::new();
     }
-    let mut text = String::with_capacity(64);
     let times = [
         delta.created_at,
         delta.last_seen,
         delta.deadlines.map(|d| d.idle),
         delta.deadlines.map(|d| d.absolute),
     ];
-    for time in times {
-        if let Some(time) = time {
-            let _ = write!(text, "{}", millis(time)); // writing to a String cannot fail
-        }
-        text.push(SEP);
-    }
-    text.push_str(delta.deadlines.map_or("", |d| flag(d.remember_me)));
-    text
+    pack_times(times, delta.deadlines.map(|d| d.remember_me))
 }
 
 /// A record from a hash's fields; the reason it is corrupt otherwise.
@@ -276,6 +260,21 @@ mod tests {
         record
     }
 
+    /// The field/value pairs `push_record` appends, read back from the command.
+    fn record_fields(record: &Record) -> Result<Fields, Error> {
+        let mut cmd = Cmd::new();
+        push_record(&mut cmd, record)?;
+        let mut args = cmd.args_iter().map(|arg| match arg {
+            redis::Arg::Simple(bytes) => bytes.to_vec(),
+            _ => panic!("a record's arguments are plain bytes"),
+        });
+        let mut fields = Vec::new();
+        while let (Some(name), Some(value)) = (args.next(), args.next()) {
+            fields.push((name, value));
+        }
+        Ok(fields)
+    }
+
     #[test]
     fn fields_round_trip() {
         let record = sample();
@@ -325,12 +324,12 @@ mod tests {
         let at = |ms: i64| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000);
         let mut delta = Delta::default();
         delta.set("n", json!(1));
-        assert_eq!(changed_meta(&delta), "", "a data-only write moves no time");
+        assert_eq!(changed_times(&delta), "", "a data-only write moves no time");
         delta.last_seen = Some(at(5).unwrap());
-        assert_eq!(changed_meta(&delta), ":5:::");
+        assert_eq!(changed_times(&delta), ":5:::");
         delta.deadlines = Some(crate::Deadlines::new(at(7).unwrap(), at(9).unwrap(), true));
         delta.created_at = Some(at(-3).unwrap());
-        assert_eq!(changed_meta(&delta), "-3:5:7:9:1");
+        assert_eq!(changed_times(&delta), "-3:5:7:9:1");
     }
 
     #[test]

@@ -116,17 +116,24 @@ const APPLY_DELTA: &str = r#"
 -- written nothing, when there is none; else the expiry, user and absolute deadline, each
 -- before and after.
 -- Layout (codec.rs, push_delta): clear ('1'/'0'), user op ('' keep, 's' set, 'c' clear),
--- the new user, the new expiry and absolute deadline ('' '' when they do not change), the
--- parts of m that change (m's layout with each unchanged part empty; '' when none does),
+-- the new user, the parts of m that change (m's layout with each unchanged part empty; ''
+-- when none does; the idle and absolute deadlines move together and give the new expiry),
 -- the number of fields to delete, those fields, then the field/value pairs to set.
 local function apply_delta(key, b)
   local expires, user, absolute, c, l, si, sa, r = live(key)
   if not expires then return nil end
+  local new_expires, new_absolute = expires, absolute
   local times = nil -- the new m, when the delta moves a time
-  if ARGV[b + 5] ~= '' then
+  if ARGV[b + 3] ~= '' then
     -- Checked before anything is written: a script error does not undo earlier writes.
-    local parts = {string.match(ARGV[b + 5], '^(%-?%d*):(%-?%d*):(%-?%d*):(%-?%d*):([01]?)$')}
-    if not parts[1] then error('malformed session times') end
+    local parts = {string.match(ARGV[b + 3], '^(%-?%d*):(%-?%d*):(%-?%d*):(%-?%d*):([01]?)$')}
+    if not parts[1] or (parts[3] == '') ~= (parts[4] == '') then
+      error('malformed session times')
+    end
+    if parts[3] ~= '' then
+      new_absolute = tonumber(parts[4])
+      new_expires = math.min(tonumber(parts[3]), new_absolute)
+    end
     local stored = {c, l, si, sa, r}
     for k = 1, 5 do
       if parts[k] == '' then parts[k] = stored[k] end
@@ -146,12 +153,8 @@ local function apply_delta(key, b)
   elseif ARGV[b + 1] == 'c' then
     new_user = nil
   end
-  local new_expires, new_absolute = expires, absolute
-  if ARGV[b + 3] ~= '' then
-    new_expires, new_absolute = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
-  end
-  local sets = b + 7 + tonumber(ARGV[b + 6])
-  spread('HDEL', key, ARGV, b + 7, sets - 1)
+  local sets = b + 5 + tonumber(ARGV[b + 4])
+  spread('HDEL', key, ARGV, b + 5, sets - 1)
   if times then
     -- The merged m rides in the first HSET: 198 values (an even count, so pairs stay
     -- whole) plus m's pair makes the 200 a call spreads at most.

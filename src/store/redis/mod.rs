@@ -26,9 +26,9 @@
 //! | `P:t:{H}` | string | a rotation tombstone: `H` was rotated away (see [`SessionStore::rotated_away`]) | [`ROTATION_TOMBSTONE`] |
 //! | `P:all` | sorted set | the `H` of every session, scored by expiry (ms), for [`count`](SessionStore::count) | its latest member's expiry |
 //!
-//! The hash's fields: `d:<key>` holds the JSON of each data key; `u` the user ID; `c`, `l`,
-//! `i`, `a` created, last seen, idle and absolute deadlines (Unix ms); `r` remember-me;
-//! `ip`, `ua` client metadata. The raw session ID appears in no key and no value. Every key
+//! The hash's fields: `d:<key>` holds the JSON of each data key; `m` the created, last
+//! seen, idle and absolute deadline times (Unix ms) and remember-me, packed in one field
+//! (layout in `codec.rs`); `u` the user ID; `ip`, `ua` client metadata. The raw session ID appears in no key and no value. Every key
 //! carries a TTL, so Redis removes ended sessions by itself; the sorted sets vanish with
 //! their last member, and drop expired members when written (`P:all` on about one write in
 //! 16: see `lua.rs`).
@@ -89,7 +89,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, RedisResult, Script, Value};
 use time::OffsetDateTime;
 
-use self::codec::{decode, millis, pairs, push_delta, record_fields};
+use self::codec::{decode, millis, pairs, push_delta, push_record};
 use self::conn::{is_wrong_type, to_error, Conn};
 use self::lua::Scripts;
 use super::{SessionStore, ROTATION_TOMBSTONE};
@@ -316,9 +316,7 @@ impl RedisStore {
             Some(user) => cmd.arg("1").arg(user.as_str()),
             None => cmd.arg("0").arg(""),
         };
-        for (name, value) in record_fields(record)? {
-            cmd.arg(name).arg(value);
-        }
+        push_record(&mut cmd, record)?;
         let created: i64 = self.query(&cmd).await?;
         if created != 1 {
             return Ok(None);
