@@ -33,6 +33,7 @@ use time::Duration;
 
 use crate::error::Error;
 use crate::event::{log_event, EventSink};
+use crate::id::Id;
 
 /// The `SameSite` attribute of the session cookie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,16 +167,17 @@ impl Config {
         Ok(())
     }
 
-    /// The `Set-Cookie` value that hands `id_text` to the client. `max_age` makes it a
+    /// The `Set-Cookie` value that hands `id` to the client. `max_age` makes it a
     /// persistent cookie (remember-me); `None` makes it a browser-session cookie.
-    pub(crate) fn set_cookie(&self, id_text: &str, max_age: Option<Duration>) -> String {
+    pub(crate) fn set_cookie(&self, id: &Id, max_age: Option<Duration>) -> String {
+        use std::fmt::Write as _;
         let mut cookie = String::with_capacity(160);
         cookie.push_str(&self.full_cookie_name);
         cookie.push('=');
-        cookie.push_str(id_text);
+        id.push_secret(&mut cookie);
         if let Some(max_age) = max_age {
-            cookie.push_str("; Max-Age=");
-            cookie.push_str(&max_age.whole_seconds().max(0).to_string());
+            // Writing to a String cannot fail.
+            let _ = write!(cookie, "; Max-Age={}", max_age.whole_seconds().max(0));
         }
         self.push_attributes(&mut cookie);
         cookie
@@ -227,8 +229,13 @@ mod tests {
     #[test]
     fn defaults_are_the_secure_ones() {
         let config = Config::default();
-        let cookie = config.set_cookie("abc", None);
-        assert_eq!(cookie, "id=abc; Path=/; Secure; HttpOnly; SameSite=Lax");
+        let id = Id::random().unwrap();
+        let cookie = config.set_cookie(&id, None);
+        let want = format!(
+            "id={}; Path=/; Secure; HttpOnly; SameSite=Lax",
+            id.expose_secret()
+        );
+        assert_eq!(cookie, want);
         assert_eq!(config.standard.idle, Duration::minutes(30));
         assert_eq!(config.standard.absolute, Duration::hours(12));
         assert_eq!(config.refresh_step(config.standard), Duration::minutes(1));
@@ -239,9 +246,13 @@ mod tests {
     fn persistent_and_removal_cookies() {
         let mut config = Config::default();
         config.set_cookie_name("id", true);
+        let id = Id::random().unwrap();
         assert_eq!(
-            config.set_cookie("abc", Some(Duration::days(30))),
-            "__Host-id=abc; Max-Age=2592000; Path=/; Secure; HttpOnly; SameSite=Lax"
+            config.set_cookie(&id, Some(Duration::days(30))),
+            format!(
+                "__Host-id={}; Max-Age=2592000; Path=/; Secure; HttpOnly; SameSite=Lax",
+                id.expose_secret()
+            )
         );
         config.set_cookie_name("id", false);
         config.domain = Some("example.com".into());

@@ -88,6 +88,12 @@ impl Id {
         URL_SAFE_NO_PAD.encode(self.bytes)
     }
 
+    /// Appends the ID's text form to `out`, as [`expose_secret`](Self::expose_secret)
+    /// writes it, without a string of its own: for the `Set-Cookie` value.
+    pub(crate) fn push_secret(&self, out: &mut String) {
+        URL_SAFE_NO_PAD.encode_string(self.bytes, out);
+    }
+
     /// The hash stores key this session's record by.
     pub fn hash(&self) -> IdHash {
         self.hash

@@ -651,7 +651,7 @@ impl Session {
                     .as_ref()
                     .filter(|r| r.remember_me)
                     .map(|r| r.expires_at() - OffsetDateTime::now_utc());
-                Outgoing::Cookie(config.set_cookie(&id.expose_secret(), max_age))
+                Outgoing::Cookie(config.set_cookie(id, max_age))
             }
         }
     }

@@ -36,23 +36,47 @@ const INFO_FIELDS: [&str; 3] = ["u", "ip", "ua"];
 /// A hash's fields as raw name/value pairs.
 pub(super) type Fields = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// Unix milliseconds, saturating far outside any real deadline.
+/// Unix milliseconds. Whole seconds times a thousand, plus the milliseconds: no 128-bit
+/// division, which `unix_timestamp_nanos` would need. Every `OffsetDateTime` this crate
+/// can hold (years ±9999) is far inside `i64`'s range of milliseconds.
 pub(super) fn millis(t: OffsetDateTime) -> i64 {
-    let ms = t.unix_timestamp_nanos() / 1_000_000;
-    i64::try_from(ms).unwrap_or(if ms < 0 { i64::MIN } else { i64::MAX })
+    t.unix_timestamp() * 1000 + i64::from(t.millisecond())
+}
+
+/// The instant `ms` Unix milliseconds name, if `time` can hold it.
+fn from_millis(ms: i64) -> Option<OffsetDateTime> {
+    let at = OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).ok()?;
+    // `rem_euclid(1000)` is below 1000, so it is a valid millisecond and fits a u16.
+    at.replace_millisecond(ms.rem_euclid(1000) as u16).ok()
+}
+
+/// A whole number as the scripts' pattern reads it: an optional minus, then one or more
+/// ASCII digits (no `+`, no spaces), within `i64`.
+fn whole_number(text: &[u8]) -> Option<i64> {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut magnitude: i64 = 0;
+    for &byte in digits {
+        let digit = byte.checked_sub(b'0').filter(|d| *d <= 9)?;
+        // Accumulated negatively, so that i64::MIN itself parses.
+        magnitude = magnitude.checked_mul(10)?.checked_sub(i64::from(digit))?;
+    }
+    if negative {
+        Some(magnitude)
+    } else {
+        magnitude.checked_neg()
+    }
 }
 
 fn instant(field: &str, text: Option<&[u8]>) -> Result<OffsetDateTime, String> {
     let text = text.ok_or_else(|| format!("missing field {field:?}"))?;
-    // Digits with an optional minus, as the scripts' pattern reads them (`parse` would
-    // also take a `+`, which the scripts would then refuse to write to).
-    let ms: i64 = std::str::from_utf8(text)
-        .ok()
-        .filter(|text| !text.starts_with('+'))
-        .and_then(|text| text.parse().ok())
-        .ok_or_else(|| format!("field {field:?} is not a whole number"))?;
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .map_err(|_| format!("field {field:?} is out of range"))
+    let ms = whole_number(text).ok_or_else(|| format!("field {field:?} is not a whole number"))?;
+    from_millis(ms).ok_or_else(|| format!("field {field:?} is out of range"))
 }
 
 fn text(field: &str, bytes: Vec<u8>) -> Result<String, String> {
@@ -110,14 +134,13 @@ struct Times {
 /// The parts of an `m` field, in the order [`pack_times`] writes them.
 fn unpack_meta(text: Option<&[u8]>) -> Result<Times, String> {
     let text = text.ok_or("missing field \"m\"")?;
-    let text = std::str::from_utf8(text).map_err(|_| "field \"m\" is not UTF-8")?;
-    let mut parts = text.split(SEP);
-    let mut next = |name: &'static str| instant(name, parts.next().map(str::as_bytes));
+    let mut parts = text.split(|byte| *byte == SEP as u8);
+    let mut next = |name: &'static str| instant(name, parts.next());
     let (created, last_seen) = (next("m.created")?, next("m.last_seen")?);
     let (idle, absolute) = (next("m.idle")?, next("m.absolute")?);
     let remember_me = match (parts.next(), parts.next()) {
-        (Some("1"), None) => true,
-        (Some("0"), None) => false,
+        (Some(b"1"), None) => true,
+        (Some(b"0"), None) => false,
         _ => return Err("field \"m\" does not end in a remember-me flag".into()),
     };
     Ok(Times {
@@ -193,9 +216,11 @@ pub(super) fn decode(fields: Fields) -> Result<Record, String> {
     let mut data = Vec::new();
     let mut meta = None;
     let mut info: [Option<Vec<u8>>; INFO_FIELDS.len()] = Default::default();
-    for (name, value) in fields {
-        if let Some(key) = name.strip_prefix(DATA) {
-            let key = text("data key", key.to_vec())?;
+    for (mut name, value) in fields {
+        if name.starts_with(DATA) {
+            // The key is the rest of the name: reuse its buffer rather than copy it.
+            name.drain(..DATA.len());
+            let key = text("data key", name)?;
             let value = serde_json::from_slice(&value)
                 .map_err(|err| format!("data key {key:?} is not JSON: {err}"))?;
             data.push((key, value));
@@ -330,6 +355,50 @@ mod tests {
         delta.deadlines = Some(crate::Deadlines::new(at(7).unwrap(), at(9).unwrap(), true));
         delta.created_at = Some(at(-3).unwrap());
         assert_eq!(changed_times(&delta), "-3:5:7:9:1");
+    }
+
+    #[test]
+    fn whole_numbers_read_as_the_scripts_pattern_does() {
+        let read = |text: &str| whole_number(text.as_bytes());
+        assert_eq!(read("0"), Some(0));
+        assert_eq!(read("-0"), Some(0));
+        assert_eq!(read("1700000000123"), Some(1_700_000_000_123));
+        assert_eq!(read("-42"), Some(-42));
+        assert_eq!(read(&i64::MAX.to_string()), Some(i64::MAX));
+        assert_eq!(read(&i64::MIN.to_string()), Some(i64::MIN));
+        for bad in [
+            "",
+            "-",
+            "+1",
+            " 1",
+            "1 ",
+            "1.5",
+            "1e3",
+            "--1",
+            "9223372036854775808",
+        ] {
+            assert_eq!(read(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn millis_round_trip_on_both_sides_of_the_epoch() {
+        for ms in [0, 1, 999, 1000, 1_700_000_000_123, -1, -999, -1000, -1001] {
+            let at = from_millis(ms).unwrap();
+            assert_eq!(
+                at,
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap()
+            );
+            assert_eq!(millis(at), ms);
+        }
+        let now = OffsetDateTime::now_utc();
+        let whole_ms = now.unix_timestamp_nanos() / 1_000_000;
+        assert_eq!(
+            i128::from(millis(now)),
+            whole_ms,
+            "sub-millisecond parts are dropped"
+        );
+        assert_eq!(from_millis(i64::MAX), None, "beyond what time can hold");
     }
 
     #[test]
