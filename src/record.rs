@@ -185,8 +185,8 @@ impl Delta {
             && self.created_at.is_none()
     }
 
-    /// Whether this delta changes anything beyond `last_seen` and deadlines, that is,
-    /// whether a handler asked for it (as opposed to a sliding-expiry refresh).
+    /// Whether this delta changes data or the user, as opposed to only `last_seen` and
+    /// the deadlines (which a sliding-expiry refresh moves, and a remember-me switch too).
     pub fn changes_content(&self) -> bool {
         self.clear || !self.changes.is_empty() || self.user_id.is_some()
     }

@@ -110,6 +110,9 @@ struct State {
     /// The cookie must be sent again even without a new ID (remember-me changed or
     /// its deadline moved, so `Max-Age` did).
     reissue_cookie: bool,
+    /// A handler switched remember-me on or off: a change it asked for, which must not
+    /// be reported as saved if the session ended meanwhile (unlike a sliding refresh).
+    remember_me_changed: bool,
     /// Write-back has happened; later changes would be lost.
     saved: bool,
 }
@@ -253,6 +256,7 @@ impl Session {
         state.fresh = None;
         state.delta = Delta::default();
         state.reissue_cookie = false;
+        state.remember_me_changed = false;
         Ok(())
     }
 
@@ -286,6 +290,7 @@ impl Session {
         apply_deadlines(record, deadlines);
         state.delta.deadlines = Some(deadlines);
         state.reissue_cookie = true;
+        state.remember_me_changed = true;
         Ok(())
     }
 
@@ -593,8 +598,15 @@ impl Session {
                 state.record = None;
                 if !state.delta.is_empty() {
                     let applied = self.call(store.apply(&key, &state.delta)).await?;
-                    if !applied && state.delta.changes_content() {
-                        return Err(Error::session_ended());
+                    if !applied {
+                        // The session ended (logout, rotation, revocation) while this
+                        // request ran. A change the handler asked for was not saved: say
+                        // so. A sliding refresh was only housekeeping: succeed, but never
+                        // re-send the dead ID, whose cookie could overwrite a rotated one.
+                        if state.delta.changes_content() || state.remember_me_changed {
+                            return Err(Error::session_ended());
+                        }
+                        return Ok(None);
                     }
                 }
                 Ok(outgoing)

@@ -379,6 +379,117 @@ async fn remember_me_makes_a_persistent_cookie_matching_the_deadline() {
     assert!(max_age >= Duration::days(14).whole_seconds());
 }
 
+/// `Max-Age` of a `Set-Cookie` value.
+fn max_age(cookie: &str) -> i64 {
+    cookie
+        .split("; ")
+        .find_map(|a| a.strip_prefix("Max-Age="))
+        .expect("a persistent cookie")
+        .parse()
+        .unwrap()
+}
+
+/// A layer whose remember-me sessions refresh after one second of use.
+fn fast_refreshing_remember_me(store: &Store) -> SessionLayer {
+    SessionLayer::new(store.clone())
+        .with_remember_me_timeouts(Duration::seconds(4), Duration::hours(1))
+        .with_idle_refresh_step(Duration::seconds(1))
+}
+
+#[tokio::test]
+async fn a_refreshed_remember_me_session_gets_its_cookie_again_with_the_new_max_age() {
+    let store = store();
+    let app = app_with(fast_refreshing_remember_me(&store));
+    let id = new_session(&app).await;
+    send(&app, get("/remember", Some(&id))).await;
+    let before = store.inner.load(&hash(&id)).await.unwrap().unwrap();
+    let early = send(&app, get("/get/seed", Some(&id))).await;
+    assert_eq!(
+        early.set_cookie("id"),
+        None,
+        "no refresh due yet, no cookie"
+    );
+    tokio::time::sleep(StdDuration::from_millis(1200)).await;
+    let reply = send(&app, get("/get/seed", Some(&id))).await;
+    let cookie = reply
+        .set_cookie("id")
+        .expect("the refresh re-sends the cookie");
+    assert_eq!(reply.cookie("id").unwrap(), id, "same ID");
+    let after = store.inner.load(&hash(&id)).await.unwrap().unwrap();
+    assert!(
+        after.expires_at() > before.expires_at(),
+        "the deadline moved"
+    );
+    let server_left = (after.expires_at() - OffsetDateTime::now_utc()).whole_seconds();
+    assert!(
+        (server_left - max_age(&cookie)).abs() <= 1,
+        "Max-Age {} vs {server_left} s left on the server",
+        max_age(&cookie)
+    );
+}
+
+#[tokio::test]
+async fn a_refresh_that_finds_its_session_rotated_away_sends_no_cookie() {
+    let store = store();
+    let layer = fast_refreshing_remember_me(&store);
+    let app = app_with(layer.clone());
+    let id = new_session(&app).await;
+    send(&app, get("/remember", Some(&id))).await;
+    tokio::time::sleep(StdDuration::from_millis(1200)).await;
+    let racing = Router::new()
+        .route(
+            "/race",
+            get_route({
+                let store = store.clone();
+                move |session: Session| async move {
+                    // This read is due a refresh; meanwhile another request logs in,
+                    // which moves the session to a new ID.
+                    session.get::<String>("seed").await?;
+                    let key = session.info().await?.unwrap().key;
+                    let rotated_to = Id::random()?.hash();
+                    store
+                        .inner
+                        .rotate(&key, &rotated_to, &Default::default())
+                        .await?;
+                    Ok::<_, sessionware::Error>("read")
+                }
+            }),
+        )
+        .layer(layer);
+    let reply = send(&racing, get("/race", Some(&id))).await;
+    assert_eq!(reply.status, StatusCode::OK, "a read needs no saving");
+    assert_eq!(
+        reply.set_cookie("id"),
+        None,
+        "the dead ID's cookie would overwrite the rotated one"
+    );
+}
+
+#[tokio::test]
+async fn a_remember_me_switch_on_a_session_ended_meanwhile_is_a_409() {
+    let store = store();
+    let app = app(&store);
+    let id = new_session(&app).await;
+    let racing = Router::new()
+        .route(
+            "/race",
+            get_route({
+                let store = store.clone();
+                move |session: Session| async move {
+                    session.get::<String>("seed").await?;
+                    let key = session.info().await?.unwrap().key;
+                    store.inner.delete(&key).await?;
+                    session.set_remember_me(true).await.map(|_| "remembered")
+                }
+            }),
+        )
+        .layer(SessionLayer::new(store.clone()));
+    let reply = send(&racing, get("/race", Some(&id))).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
+    assert_eq!(reply.set_cookie("id"), None);
+    assert!(store.inner.load(&hash(&id)).await.unwrap().is_none());
+}
+
 // ---- 5. Header transport ----
 
 #[tokio::test]
