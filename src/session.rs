@@ -396,7 +396,7 @@ impl Session {
     /// under a longer one ends as soon as the operator lowers it, not at its old deadline.
     fn within_limits(&self, record: &Record, now: OffsetDateTime) -> bool {
         let timeouts = self.shared.config.timeouts(record.remember_me);
-        now < record.created_at + timeouts.absolute
+        now < record.created_at.saturating_add(timeouts.absolute)
     }
 
     /// Sliding expiry: moves the idle deadline forward only once less than one idle
@@ -458,8 +458,14 @@ impl Session {
     fn deadlines(&self, now: OffsetDateTime, created: OffsetDateTime, remember: bool) -> Deadlines {
         let config = &self.shared.config;
         let timeouts = config.timeouts(remember);
-        let absolute = created + timeouts.absolute;
-        let idle = (now + timeouts.idle + config.refresh_step(timeouts)).min(absolute);
+        // Saturating: a stored creation time near the end of what `time` can hold, or a
+        // timeout as long as `Duration::MAX` ("no limit"), pins a deadline to that end
+        // instead of panicking.
+        let absolute = created.saturating_add(timeouts.absolute);
+        let idle = now
+            .saturating_add(timeouts.idle)
+            .saturating_add(config.refresh_step(timeouts))
+            .min(absolute);
         Deadlines::new(idle, absolute, remember)
     }
 

@@ -613,6 +613,50 @@ async fn lowering_the_absolute_timeout_ends_older_sessions_at_once() {
 }
 
 #[tokio::test]
+async fn timeouts_as_long_as_duration_max_mean_no_limit_not_a_panic() {
+    let store = store();
+    let layer = SessionLayer::new(store.clone())
+        .with_idle_timeout(Duration::MAX)
+        .with_absolute_timeout(Duration::MAX)
+        .with_remember_me_timeouts(Duration::MAX, Duration::MAX);
+    let app = app_with(layer);
+    let id = new_session(&app).await;
+    assert_eq!(send(&app, get("/get/seed", Some(&id))).await.body, "\"0\"");
+    let remembered = send(&app, get("/remember", Some(&id))).await;
+    assert_eq!(remembered.status, StatusCode::OK);
+    assert!(max_age(&remembered.set_cookie("id").unwrap()) > 100 * 365 * 86_400);
+    let login = send(&app, get("/login/ann", Some(&id))).await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.body);
+    let id = login.cookie("id").unwrap();
+    assert_eq!(send(&app, get("/whoami", Some(&id))).await.body, "ann");
+}
+
+#[tokio::test]
+async fn a_stored_record_at_the_end_of_time_is_served_not_a_panic() {
+    let store = store();
+    let app = app(&store);
+    // 9999-12-31T23:59:59Z, the last second `time` holds by default: adding any timeout
+    // to it overflows.
+    let end = OffsetDateTime::from_unix_timestamp(253_402_300_799).unwrap();
+    let mut record = Record::new(end, end, end);
+    record.data.insert("seed".into(), json!("far"));
+    let id = Id::random().unwrap();
+    assert!(store.inner.create(&id.hash(), &record).await.unwrap());
+    let id = id.expose_secret();
+    let read = send(&app, get("/get/seed", Some(&id))).await;
+    assert_eq!(
+        (read.status, read.body.as_str()),
+        (StatusCode::OK, "\"far\"")
+    );
+    let write = send(&app, get("/set/seed/near", Some(&id))).await;
+    assert_eq!(write.status, StatusCode::OK, "{}", write.body);
+    assert_eq!(
+        send(&app, get("/get/seed", Some(&id))).await.body,
+        "\"near\""
+    );
+}
+
+#[tokio::test]
 async fn reads_extend_the_deadline_at_most_once_per_refresh_step() {
     let store = store();
     let layer = SessionLayer::new(store.clone())
