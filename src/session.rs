@@ -543,9 +543,13 @@ impl Session {
         let mut destroyed = false;
         if state.destroy {
             if let Some(old) = state.stored.take() {
-                self.call(store.delete(&old)).await?;
+                // The client asked to log out: its cookie is expired either way, but the
+                // event reports only a logout that ended a session (another request may
+                // have ended it first).
+                if self.call(store.delete(&old)).await? {
+                    self.emit(SessionEvent::LoggedOut { key: old });
+                }
                 destroyed = true;
-                self.emit(SessionEvent::LoggedOut { key: old });
             }
         }
         // Only the request that ended a session tells the client to forget its cookie: for

@@ -1081,6 +1081,49 @@ async fn a_real_server_keeps_a_session_across_connections() {
 // ---- Events ----
 
 #[tokio::test]
+async fn a_logout_that_found_its_session_already_ended_reports_no_logout() {
+    use sessionware::SessionEvent;
+    use std::sync::{Arc, Mutex};
+
+    let events: Arc<Mutex<Vec<SessionEvent>>> = Arc::default();
+    let sink = events.clone();
+    let store = store();
+    let id = new_session(&app(&store)).await;
+    let racing = Router::new()
+        .route(
+            "/race",
+            get_route({
+                let store = store.clone();
+                move |session: Session| async move {
+                    session.get::<String>("seed").await?;
+                    // Another request ends the session first.
+                    store
+                        .inner
+                        .delete(&session.info().await?.unwrap().key)
+                        .await?;
+                    session.logout().await.map(|_| "bye")
+                }
+            }),
+        )
+        .layer(
+            SessionLayer::new(store.clone())
+                .with_event_sink(move |event| sink.lock().unwrap().push(event.clone())),
+        );
+    let reply = send(&racing, get("/race", Some(&id))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.cookie("id").as_deref(),
+        Some(""),
+        "the cookie is still expired"
+    );
+    assert!(
+        events.lock().unwrap().is_empty(),
+        "{:?}",
+        events.lock().unwrap()
+    );
+}
+
+#[tokio::test]
 async fn events_report_what_happened_to_sessions() {
     use sessionware::SessionEvent;
     use std::sync::{Arc, Mutex};

@@ -888,8 +888,12 @@ pub async fn layer_concurrent_requests_keep_all_keys<H: Harness>(harness: &H) {
     assert!(lost.is_empty(), "lost keys {lost:?}");
 }
 
-/// Rule 2: a logout racing with writes leaves the ID dead and no record behind; every
-/// write either landed before the logout (200) or was refused (409), never a false 200.
+/// Rule 2: a logout racing with writes leaves the ID dead and no record of the session
+/// behind. A write that loaded the session before the logout either landed before it (200,
+/// and the logout then destroyed it) or was refused (409, never a false 200). A write
+/// that arrives after the logout carries an ID the server no longer knows, so, as for any
+/// unknown ID, it starts a fresh anonymous session under a new ID, holding only its own
+/// write: nothing of the ended session or its user.
 pub async fn layer_logout_racing_with_writes_leaves_no_record<H: Harness>(harness: &H) {
     let store = harness.fresh().await;
     let twin = harness.twin(&store).await;
@@ -899,19 +903,38 @@ pub async fn layer_logout_racing_with_writes_leaves_no_record<H: Harness>(harnes
         let id = new_session(&one).await;
         let id = issued_id(&send(&one, &format!("/login/{user}"), Some(&id)).await)
             .expect("login issues a new ID");
+        let sessions_before = store.count().await.unwrap();
         let responses = race_requests(&one, &two, &id, "/logout").await;
-        for (_, response) in responses {
+        let mut fresh_sessions = 0;
+        for (i, response) in responses {
             let status = response.status();
             assert!(
                 status == StatusCode::OK || status == StatusCode::CONFLICT,
                 "unexpected {status}"
             );
+            let Some(fresh) = issued_id(&response).filter(|_| status == StatusCode::OK) else {
+                continue;
+            };
+            assert_ne!(i, 10, "the logout itself issues no new ID");
+            assert_ne!(fresh, id, "the ended ID was handed out again");
+            let record = load(&store, &hash_of(&fresh))
+                .await
+                .expect("a 200 with a new ID has its session stored");
+            assert_eq!(record.user_id, None, "a late write inherited the user");
+            let keys: Vec<&str> = record.data.keys().collect();
+            assert_eq!(keys, [format!("k{i}")], "a late write inherited data");
+            fresh_sessions += 1;
         }
         assert!(
             load(&store, &hash_of(&id)).await.is_none(),
             "record survived logout"
         );
         assert!(store.list_user(&user).await.unwrap().is_empty());
+        assert_eq!(
+            store.count().await.unwrap(),
+            sessions_before - 1 + fresh_sessions,
+            "a record other than the late writers' fresh sessions appeared or stayed"
+        );
         let after = send(&one, "/get/seed", Some(&id)).await;
         assert_eq!(after.body(), "", "the logged-out ID still reads data");
     }
