@@ -37,31 +37,35 @@ type UserIndex = HashMap<String, HashSet<IdHash, KeyHasher>>;
 // copy; a write copies only if a request still holds the old version.
 type Sessions = HashMap<IdHash, Arc<Record>, KeyHasher>;
 
-/// Hashes an [`IdHash`] by its first eight bytes. They are SHA-256 output, uniform by
-/// construction, and only IDs the server generated are ever inserted, so no client can
+/// Hashes an [`IdHash`] by eight of its bytes, 8 to 15. They are SHA-256 output, uniform
+/// by construction, and only IDs the server generated are ever inserted, so no client can
 /// choose keys that collide; a general-purpose keyed hash would only cost time.
+///
+/// Not the first eight: byte 0 picks the shard, so every key in a shard shares it, and the
+/// table starts probing at the hash's low bits. Hashed by bytes 0 to 7 (byte 0 the lowest),
+/// a shard's keys would all start at the same few slots and pile up there.
 #[derive(Clone, Copy, Default)]
 struct KeyHasher;
 
 impl BuildHasher for KeyHasher {
-    type Hasher = PrefixHasher;
+    type Hasher = KeyBytesHasher;
 
-    fn build_hasher(&self) -> PrefixHasher {
-        PrefixHasher(0)
+    fn build_hasher(&self) -> KeyBytesHasher {
+        KeyBytesHasher(0)
     }
 }
 
 #[derive(Clone, Copy)]
-struct PrefixHasher(u64);
+struct KeyBytesHasher(u64);
 
-impl Hasher for PrefixHasher {
+impl Hasher for KeyBytesHasher {
     fn finish(&self) -> u64 {
         self.0
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        match bytes.first_chunk::<8>() {
-            Some(prefix) => self.0 = u64::from_ne_bytes(*prefix),
+        match bytes.get(8..16).and_then(|part| part.first_chunk::<8>()) {
+            Some(part) => self.0 = u64::from_ne_bytes(*part),
             None => {
                 for byte in bytes {
                     self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
@@ -470,6 +474,26 @@ mod tests {
 
     fn key() -> IdHash {
         Id::random().unwrap().hash()
+    }
+
+    #[test]
+    fn keys_of_one_shard_start_their_probes_all_over_the_table() {
+        let inner = MemoryStore::new().inner;
+        let in_shard_seven: Vec<IdHash> = std::iter::repeat_with(|| {
+            let mut bytes = *key().as_bytes();
+            bytes[0] = 7;
+            IdHash::from_bytes(bytes)
+        })
+        .take(2048)
+        .collect();
+        assert!(in_shard_seven.iter().all(|key| inner.shard(key) == 7));
+        // The table's first probe slot is the hash's low bits: for a table of 1,024 slots,
+        // 2,048 uniform keys leave very few of the 1,024 possible starts unused.
+        let starts: HashSet<u64> = in_shard_seven
+            .iter()
+            .map(|key| KeyHasher.hash_one(key) & 1023)
+            .collect();
+        assert!(starts.len() > 800, "only {} of 1024 starts", starts.len());
     }
 
     #[tokio::test]
