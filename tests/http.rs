@@ -136,6 +136,30 @@ fn hash(id: &str) -> sessionware::IdHash {
     Id::parse(id.as_bytes()).expect("a well-formed ID").hash()
 }
 
+/// A router with one route, `/race`, that runs `handler` under `layer`: for races staged
+/// inside a handler, with another request's store call made between load and save.
+fn race_router<H, T>(layer: SessionLayer, handler: H) -> Router
+where
+    H: axum::handler::Handler<T, ()>,
+    T: 'static,
+{
+    Router::new()
+        .route("/race", get_route(handler))
+        .layer(layer)
+}
+
+/// Loads `session`, then deletes its record behind its back, as a concurrent logout or
+/// revocation would. Returns the deleted record's key.
+async fn end_behind_its_back(
+    session: &Session,
+    store: &Store,
+) -> Result<sessionware::IdHash, sessionware::Error> {
+    session.get::<String>("seed").await?;
+    let key = session.info().await?.unwrap().key;
+    store.inner.delete(&key).await?;
+    Ok(key)
+}
+
 // ---- 1. Lazy ----
 
 #[tokio::test]
@@ -436,26 +460,20 @@ async fn a_refresh_that_finds_its_session_rotated_away_sends_no_cookie() {
     let id = new_session(&app).await;
     send(&app, get("/remember", Some(&id))).await;
     tokio::time::sleep(StdDuration::from_millis(1200)).await;
-    let racing = Router::new()
-        .route(
-            "/race",
-            get_route({
-                let store = store.clone();
-                move |session: Session| async move {
-                    // This read is due a refresh; meanwhile another request logs in,
-                    // which moves the session to a new ID.
-                    session.get::<String>("seed").await?;
-                    let key = session.info().await?.unwrap().key;
-                    let rotated_to = Id::random()?.hash();
-                    store
-                        .inner
-                        .rotate(&key, &rotated_to, &Default::default())
-                        .await?;
-                    Ok::<_, sessionware::Error>("read")
-                }
-            }),
-        )
-        .layer(layer);
+    let store_behind = store.clone();
+    let racing = race_router(layer, move |session: Session| async move {
+        // This read is due a refresh; meanwhile another request logs in, which moves the
+        // session to a new ID.
+        session.get::<String>("seed").await?;
+        let key = session.info().await?.unwrap().key;
+        let rotated_to = Id::random()?.hash();
+        let unchanged = Default::default();
+        store_behind
+            .inner
+            .rotate(&key, &rotated_to, &unchanged)
+            .await?;
+        Ok::<_, sessionware::Error>("read")
+    });
     let reply = send(&racing, get("/race", Some(&id))).await;
     assert_eq!(reply.status, StatusCode::OK, "a read needs no saving");
     assert_eq!(
@@ -470,20 +488,14 @@ async fn a_remember_me_switch_on_a_session_ended_meanwhile_is_a_409() {
     let store = store();
     let app = app(&store);
     let id = new_session(&app).await;
-    let racing = Router::new()
-        .route(
-            "/race",
-            get_route({
-                let store = store.clone();
-                move |session: Session| async move {
-                    session.get::<String>("seed").await?;
-                    let key = session.info().await?.unwrap().key;
-                    store.inner.delete(&key).await?;
-                    session.set_remember_me(true).await.map(|_| "remembered")
-                }
-            }),
-        )
-        .layer(SessionLayer::new(store.clone()));
+    let store_behind = store.clone();
+    let racing = race_router(
+        SessionLayer::new(store.clone()),
+        move |session: Session| async move {
+            end_behind_its_back(&session, &store_behind).await?;
+            session.set_remember_me(true).await.map(|_| "remembered")
+        },
+    );
     let reply = send(&racing, get("/race", Some(&id))).await;
     assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
     assert_eq!(reply.set_cookie("id"), None);
@@ -849,6 +861,30 @@ async fn a_failed_save_replaces_the_handlers_success() {
 }
 
 #[tokio::test]
+async fn a_login_or_logout_that_cannot_be_saved_changes_nothing() {
+    let store = store();
+    let app = app(&store);
+    let id = new_session(&app).await;
+    store.set_fault(Fault::WritesUnavailable);
+    for path in ["/login/ann", "/logout", "/cycle"] {
+        let reply = send(&app, get(path, Some(&id))).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(
+            reply.set_cookie("id"),
+            None,
+            "{path}: a cookie for an unsaved change"
+        );
+    }
+    store.set_fault(Fault::None);
+    assert_eq!(
+        send(&app, get("/get/seed", Some(&id))).await.body,
+        "\"0\"",
+        "the session survives, under its old ID"
+    );
+    assert_eq!(send(&app, get("/whoami", Some(&id))).await.body, "");
+}
+
+#[tokio::test]
 async fn a_hanging_store_times_out_as_a_503() {
     let store = store();
     let app = app_with(
@@ -892,21 +928,15 @@ async fn a_change_to_a_session_ended_meanwhile_is_a_409_not_a_resurrection() {
     let store = store();
     let app = app(&store);
     let id = new_session(&app).await;
-    let racing = Router::new()
-        .route(
-            "/race",
-            get_route({
-                let store = store.clone();
-                move |session: Session| async move {
-                    session.get::<String>("seed").await?;
-                    // Another request logs this session out while we work.
-                    let key = session.info().await?.unwrap().key;
-                    store.inner.delete(&key).await?;
-                    session.insert("late", "write").await.map(|_| "saved")
-                }
-            }),
-        )
-        .layer(SessionLayer::new(store.clone()));
+    let store_behind = store.clone();
+    let racing = race_router(
+        SessionLayer::new(store.clone()),
+        move |session: Session| async move {
+            // Another request logs this session out while we work.
+            end_behind_its_back(&session, &store_behind).await?;
+            session.insert("late", "write").await.map(|_| "saved")
+        },
+    );
     let reply = send(&racing, get("/race", Some(&id))).await;
     assert_eq!(reply.status, StatusCode::CONFLICT);
     assert!(
@@ -1089,26 +1119,14 @@ async fn a_logout_that_found_its_session_already_ended_reports_no_logout() {
     let sink = events.clone();
     let store = store();
     let id = new_session(&app(&store)).await;
-    let racing = Router::new()
-        .route(
-            "/race",
-            get_route({
-                let store = store.clone();
-                move |session: Session| async move {
-                    session.get::<String>("seed").await?;
-                    // Another request ends the session first.
-                    store
-                        .inner
-                        .delete(&session.info().await?.unwrap().key)
-                        .await?;
-                    session.logout().await.map(|_| "bye")
-                }
-            }),
-        )
-        .layer(
-            SessionLayer::new(store.clone())
-                .with_event_sink(move |event| sink.lock().unwrap().push(event.clone())),
-        );
+    let layer = SessionLayer::new(store.clone())
+        .with_event_sink(move |event| sink.lock().unwrap().push(event.clone()));
+    let store_behind = store.clone();
+    let racing = race_router(layer, move |session: Session| async move {
+        // Another request ends the session first.
+        end_behind_its_back(&session, &store_behind).await?;
+        session.logout().await.map(|_| "bye")
+    });
     let reply = send(&racing, get("/race", Some(&id))).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(
