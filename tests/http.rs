@@ -228,11 +228,17 @@ async fn new_ids_are_256_bit_url_safe_and_stored_only_as_a_hash() {
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
     let record = store.inner.load(&hash(&id)).await.unwrap();
     assert!(record.is_some(), "the record is filed under the ID's hash");
-    let shown = format!("{record:?}{:?}", hash(&id));
+    // What operators see of a session is its hash, never the credential.
+    let id = send(&app, get("/login/ann", Some(&id)))
+        .await
+        .cookie("id")
+        .unwrap();
+    let listing = send(&app, get("/devices", Some(&id))).await.body;
     assert!(
-        !shown.contains(&id),
-        "the raw ID appears in what the store holds"
+        listing.contains(&format!("\"key\":\"{}\"", hash(&id))),
+        "{listing}"
     );
+    assert!(!listing.contains(&id), "the raw ID is listed: {listing}");
 }
 
 #[tokio::test]
@@ -305,6 +311,27 @@ async fn an_unknown_id_is_never_adopted() {
     assert!(store.inner.load(&hash(&issued)).await.unwrap().is_some());
 }
 
+#[tokio::test]
+async fn an_unknown_id_in_the_header_is_never_adopted() {
+    let store = store();
+    let app = app(&store);
+    let planted = Id::random().unwrap().expose_secret();
+    let request = Request::get("/set/k/v")
+        .header("x-session-id", &planted)
+        .body(Body::empty())
+        .unwrap();
+    let reply = send(&app, request).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let issued = reply.headers["x-session-id"].to_str().unwrap().to_owned();
+    assert_ne!(issued, planted, "the server adopted a client-chosen ID");
+    assert!(
+        reply.headers.get("set-cookie").is_none(),
+        "a header client got a cookie"
+    );
+    assert!(store.inner.load(&hash(&planted)).await.unwrap().is_none());
+    assert!(store.inner.load(&hash(&issued)).await.unwrap().is_some());
+}
+
 // ---- 4. Cookies ----
 
 #[tokio::test]
@@ -368,6 +395,24 @@ fn a_host_prefixed_cookie_must_be_secure() {
     let layer = SessionLayer::new(MemoryStore::new())
         .with_host_prefix(true)
         .with_secure(false);
+    let _ = routes().layer(layer);
+}
+
+#[test]
+#[should_panic(expected = "Path=/")]
+fn a_host_prefixed_cookie_must_have_the_root_path() {
+    let layer = SessionLayer::new(MemoryStore::new())
+        .with_host_prefix(true)
+        .with_path("/app");
+    let _ = routes().layer(layer);
+}
+
+#[test]
+#[should_panic(expected = "no Domain")]
+fn a_host_prefixed_cookie_must_have_no_domain() {
+    let layer = SessionLayer::new(MemoryStore::new())
+        .with_host_prefix(true)
+        .with_domain("example.com");
     let _ = routes().layer(layer);
 }
 
@@ -899,6 +944,66 @@ async fn a_hanging_store_times_out_as_a_503() {
         started.elapsed() < StdDuration::from_secs(5),
         "the timeout did not fire"
     );
+}
+
+#[tokio::test]
+async fn a_save_the_store_refuses_is_a_generic_500_and_saves_nothing() {
+    let store = store();
+    let app = app(&store);
+    let id = new_session(&app).await;
+    store.set_fault(Fault::WritesFailing);
+    let reply = send(&app, get("/set/k/v", Some(&id))).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_ne!(reply.body, "saved", "a success for an unsaved change");
+    assert!(
+        !reply.body.contains("sessions_secret"),
+        "internals leaked: {}",
+        reply.body
+    );
+    let fresh = send(&app, get("/set/k/v", None)).await;
+    assert_eq!(fresh.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        fresh.set_cookie("id"),
+        None,
+        "a cookie for an unsaved session"
+    );
+    // Reads still work while writes fail, and a read that need not write succeeds.
+    assert_eq!(send(&app, get("/get/seed", Some(&id))).await.body, "\"0\"");
+    store.set_fault(Fault::None);
+    assert_eq!(send(&app, get("/get/k", Some(&id))).await.body, "");
+    assert_eq!(
+        store.inner.count().await.unwrap(),
+        1,
+        "the failed new session was stored"
+    );
+}
+
+#[tokio::test]
+async fn a_save_that_hangs_times_out_as_a_503_and_saves_nothing() {
+    let store = store();
+    let app = app_with(
+        SessionLayer::new(store.clone()).with_store_timeout(StdDuration::from_millis(100)),
+    );
+    let id = new_session(&app).await;
+    store.set_fault(Fault::WritesHanging);
+    let started = std::time::Instant::now();
+    let reply = send(&app, get("/set/k/v", Some(&id))).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_ne!(reply.body, "saved", "a success for an unsaved change");
+    assert!(
+        started.elapsed() < StdDuration::from_secs(5),
+        "the timeout did not fire"
+    );
+    let login = send(&app, get("/login/ann", Some(&id))).await;
+    assert_eq!(login.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        login.set_cookie("id"),
+        None,
+        "a cookie for an unsaved login"
+    );
+    store.set_fault(Fault::None);
+    assert_eq!(send(&app, get("/get/k", Some(&id))).await.body, "");
+    assert_eq!(send(&app, get("/whoami", Some(&id))).await.body, "");
 }
 
 #[tokio::test]

@@ -28,6 +28,10 @@ pub enum Fault {
     Failing = 3,
     /// Every call hangs for a minute.
     Hanging = 4,
+    /// Calls that write fail with a store-side error; reads work.
+    WritesFailing = 5,
+    /// Calls that write hang for a minute (and never reach the store); reads work.
+    WritesHanging = 6,
 }
 
 #[derive(Default)]
@@ -83,6 +87,8 @@ impl<S: SessionStore + Clone> Instrumented<S> {
             2 => Fault::WritesUnavailable,
             3 => Fault::Failing,
             4 => Fault::Hanging,
+            5 => Fault::WritesFailing,
+            6 => Fault::WritesHanging,
             _ => Fault::None,
         }
     }
@@ -91,12 +97,16 @@ impl<S: SessionStore + Clone> Instrumented<S> {
         counter.fetch_add(1, Ordering::SeqCst);
         match self.fault() {
             Fault::None => Ok(()),
-            Fault::WritesUnavailable if !writes => Ok(()),
+            Fault::WritesUnavailable | Fault::WritesFailing | Fault::WritesHanging if !writes => {
+                Ok(())
+            }
             Fault::Unavailable | Fault::WritesUnavailable => Err(Error::unavailable(
                 std::io::Error::other("connection refused by 10.9.8.7:6379"),
             )),
-            Fault::Failing => Err(Error::store("ERR internal at table sessions_secret")),
-            Fault::Hanging => {
+            Fault::Failing | Fault::WritesFailing => {
+                Err(Error::store("ERR internal at table sessions_secret"))
+            }
+            Fault::Hanging | Fault::WritesHanging => {
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 Ok(())
             }
