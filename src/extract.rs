@@ -39,16 +39,19 @@ impl MissingSessionLayer {
         StatusCode::INTERNAL_SERVER_ERROR
     }
 
-    /// The text of the response, naming the missing piece.
+    /// The text of the response: generic, like every error response of this crate. What
+    /// is missing is logged (and is this type's `Display`), not sent to the client.
     pub fn body_text(&self) -> &'static str {
-        "Missing request extension: extension of type `sessionware::Session` was not found. \
-         Perhaps you forgot to add the SessionLayer to your router?"
+        "Session error."
     }
 }
 
 impl fmt::Display for MissingSessionLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.body_text())
+        f.write_str(
+            "a handler asked for a Session, but no SessionLayer wraps its route: \
+             add `.layer(SessionLayer::new(store))` to the router",
+        )
     }
 }
 
@@ -56,7 +59,7 @@ impl std::error::Error for MissingSessionLayer {}
 
 impl IntoResponse for MissingSessionLayer {
     fn into_response(self) -> Response {
-        tracing::error!("{}", self.body_text());
+        tracing::error!("{self}");
         (self.status(), self.body_text()).into_response()
     }
 }

@@ -1145,11 +1145,19 @@ async fn the_deserialize_error_kind_names_the_problem() {
 // ---- Extractor ----
 
 #[tokio::test]
-async fn a_missing_layer_is_named_in_the_rejection() {
+async fn a_missing_layer_is_a_generic_500_that_names_the_fix_in_the_log() {
     let app = routes();
     let reply = send(&app, get("/whoami", None)).await;
     assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert!(reply.body.contains("SessionLayer"), "{}", reply.body);
+    assert_eq!(reply.body, "Session error.", "the client learns nothing");
+    // The developer does: the rejection's Display is what gets logged.
+    let (mut parts, ()) = Request::get("/").body(()).unwrap().into_parts();
+    let rejection =
+        <Session as axum::extract::FromRequestParts<()>>::from_request_parts(&mut parts, &())
+            .await
+            .expect_err("no layer, no session");
+    let logged = rejection.to_string();
+    assert!(logged.contains(".layer(SessionLayer::new"), "{logged}");
 
     let optional = Router::new().route(
         "/",
