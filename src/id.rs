@@ -310,3 +310,124 @@ mod tests {
         assert!("ab".parse::<IdHash>().is_err());
     }
 }
+
+/// Property tests: whatever bytes a client sends as an ID or a hash, parsing answers
+/// without panicking, and accepts exactly the text this crate writes.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::test_support::proptest_config;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    /// URL-safe base64's symbols, in the order of the values they stand for.
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+    /// Whether `text` is what encoding some 32 bytes gives, worked out without a base64
+    /// decoder: 43 symbols of the alphabet, the last of which leaves the two bits past the
+    /// 256th zero (43 symbols carry 258 bits).
+    fn is_canonical_id(text: &[u8]) -> bool {
+        let value = |byte: &u8| ALPHABET.iter().position(|s| s == byte);
+        text.len() == ID_TEXT_LEN
+            && text.iter().all(|b| value(b).is_some())
+            && value(&text[ID_TEXT_LEN - 1]).is_some_and(|v| v % 4 == 0)
+    }
+
+    fn symbol() -> impl Strategy<Value = u8> {
+        select(ALPHABET.to_vec())
+    }
+
+    /// Bytes that go wrong in a session ID: padding, the standard alphabet's `+` and `/`,
+    /// separators, quotes, NUL, and bytes that are not UTF-8 on their own.
+    fn near_symbol() -> impl Strategy<Value = u8> {
+        prop_oneof![
+            select(b"+/=. ;,\"\\\0\x7f".to_vec()),
+            any::<u8>(),
+            0x80u8..=0xff,
+        ]
+    }
+
+    /// Candidate IDs: arbitrary bytes, and text that is all or nearly all of the alphabet
+    /// at or around the canonical length (of which about a quarter is canonical).
+    fn id_candidates() -> impl Strategy<Value = Vec<u8>> {
+        let one_off = (vec(symbol(), ID_TEXT_LEN), 0..ID_TEXT_LEN, near_symbol()).prop_map(
+            |(mut text, at, byte)| {
+                text[at] = byte;
+                text
+            },
+        );
+        prop_oneof![
+            vec(any::<u8>(), 0..100),
+            vec(symbol(), ID_TEXT_LEN),
+            vec(symbol(), ID_TEXT_LEN - 3..=ID_TEXT_LEN + 3),
+            one_off,
+            vec(prop_oneof![4 => symbol(), 1 => near_symbol()], 40..=46),
+        ]
+    }
+
+    /// Candidate hash texts: arbitrary strings, and hex digits of either case (with the odd
+    /// other character) at or around 64 characters.
+    fn hash_candidates() -> impl Strategy<Value = String> {
+        let digit = select("0123456789abcdefABCDEF".chars().collect::<Vec<_>>());
+        let near = prop_oneof![
+            8 => digit.clone(),
+            1 => select("gGzZ -+x\0é€".chars().collect::<Vec<_>>()),
+            1 => any::<char>(),
+        ];
+        prop_oneof![
+            any::<String>(),
+            vec(digit, 64).prop_map(String::from_iter),
+            vec(near, 60..=68).prop_map(String::from_iter),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(proptest_config(1024))]
+
+        #[test]
+        fn parse_accepts_exactly_the_canonical_form(text in id_candidates()) {
+            let parsed = Id::parse(&text);
+            prop_assert_eq!(parsed.is_some(), is_canonical_id(&text), "{:?}", text);
+            if let Some(id) = parsed {
+                // It is the ID that text names: it writes the same text back.
+                prop_assert_eq!(id.expose_secret().into_bytes(), text);
+            }
+        }
+
+        #[test]
+        fn every_id_written_parses_back_to_the_same_hash(bytes in any::<[u8; ID_BYTES]>()) {
+            for id in [Id::from_bytes(bytes), Id::random().unwrap()] {
+                let text = id.expose_secret();
+                prop_assert!(is_canonical_id(text.as_bytes()), "{}", text);
+                let mut pushed = String::from("id=");
+                id.push_secret(&mut pushed);
+                prop_assert_eq!(&pushed[3..], text.as_str());
+                let parsed = Id::parse(text.as_bytes()).expect("an ID this crate wrote");
+                prop_assert_eq!(parsed.hash(), id.hash());
+                prop_assert!(parsed == id);
+            }
+        }
+
+        #[test]
+        fn hash_text_parses_exactly_64_hex_digits(text in hash_candidates()) {
+            let parsed = text.parse::<IdHash>();
+            let is_hex = text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit());
+            prop_assert_eq!(parsed.is_ok(), is_hex, "{:?}", text);
+            if let Ok(hash) = parsed {
+                // Either case is read; the text form is always lowercase.
+                prop_assert_eq!(hash.to_string(), text.to_ascii_lowercase());
+            }
+        }
+
+        #[test]
+        fn hash_text_round_trips(bytes in any::<[u8; 32]>()) {
+            let hash = IdHash::from_bytes(bytes);
+            let text = hash.to_string();
+            prop_assert_eq!(text.len(), 64);
+            prop_assert!(text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')), "{}", text);
+            prop_assert_eq!(text.parse::<IdHash>(), Ok(hash));
+            prop_assert!(text.starts_with(&hash.short()));
+        }
+    }
+}

@@ -71,6 +71,8 @@ mod record;
 pub mod service;
 mod session;
 pub mod store;
+#[cfg(test)]
+mod test_support;
 mod timeout;
 
 pub use config::SameSite;
