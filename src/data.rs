@@ -322,6 +322,21 @@ mod tests {
     }
 
     #[test]
+    fn floats_survive_the_text_form_exactly() {
+        // SQLite keeps data in this text form and Redis each value in it. serde_json's
+        // default parser may read a float one unit in the last place off what it wrote;
+        // the `float_roundtrip` feature makes it exact.
+        let data: SessionData = [
+            ("a", json!(-4.7462017919913614e190)),
+            ("b", json!(2.6504853308642592e-110)),
+        ]
+        .into_iter()
+        .collect();
+        let text = serde_json::to_string(&data).unwrap();
+        assert_eq!(serde_json::from_str::<SessionData>(&text).unwrap(), data);
+    }
+
+    #[test]
     fn a_repeated_key_keeps_its_last_value() {
         let data: SessionData = serde_json::from_str(r#"{"k":1,"j":0,"k":2}"#).unwrap();
         assert_eq!(data.len(), 2);
