@@ -435,4 +435,258 @@ mod tests {
         assert_eq!(pairs(Value::Array(vec![bulk("odd")])), None);
         assert_eq!(pairs(Value::Int(3)), None);
     }
+
+    /// Property tests: whatever a hash holds (a record this crate wrote, that record
+    /// damaged, or arbitrary bytes), decoding answers with a record or a reason, never a
+    /// panic; and a record written and read back is the same record.
+    mod properties {
+        use super::*;
+        use crate::test_support::proptest_config;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use proptest::sample::{select, Index};
+        use serde_json::Value;
+
+        /// The Unix milliseconds of the first and last instants `time` holds (years ±9999).
+        const MIN_MS: i64 = -377_705_116_800_000;
+        const MAX_MS: i64 = 253_402_300_799_999;
+
+        /// Whole-millisecond instants across the whole range, with the epoch and the present
+        /// (where the sign and the digit count change) weighted up.
+        fn instant() -> impl Strategy<Value = OffsetDateTime> {
+            prop_oneof![
+                MIN_MS..=MAX_MS,
+                -5_000i64..5_000,
+                1_600_000_000_000i64..1_900_000_000_000,
+                Just(MIN_MS),
+                Just(MAX_MS),
+            ]
+            .prop_map(|ms| {
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap()
+            })
+        }
+
+        /// JSON values of every kind, nested a few levels.
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from), // NaN and infinities become null
+                any::<String>().prop_map(Value::from),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    vec(inner.clone(), 0..4).prop_map(Value::from),
+                    vec((any::<String>(), inner), 0..4)
+                        .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
+                ]
+            })
+        }
+
+        prop_compose! {
+            fn record()(
+                times in [instant(), instant(), instant(), instant()],
+                data in vec((any::<String>(), json()), 0..5),
+                user_id in any::<Option<String>>(),
+                remember_me in any::<bool>(),
+                ip in any::<Option<String>>(),
+                user_agent in any::<Option<String>>(),
+            ) -> Record {
+                let [created, last_seen, idle, absolute] = times;
+                let mut record = Record::new(created, idle, absolute);
+                record.last_seen = last_seen;
+                record.data = data.into_iter().collect();
+                record.user_id = user_id;
+                record.remember_me = remember_me;
+                record.ip = ip;
+                record.user_agent = user_agent;
+                record
+            }
+        }
+
+        /// A way a stored hash goes bad: a field's name or value cut short, one of its
+        /// bytes changed, a field lost, a field sent twice, or a stray field added. Which
+        /// field and which byte are indices into whatever the hash holds by then.
+        #[derive(Debug, Clone)]
+        enum Damage {
+            Truncate(Index, Part, Index),
+            Flip(Index, Part, Index, u8),
+            Drop(Index),
+            Duplicate(Index),
+            Add(Vec<u8>, Vec<u8>),
+        }
+
+        /// A field's name or its value.
+        #[derive(Debug, Clone, Copy)]
+        enum Part {
+            Name,
+            Value,
+        }
+
+        fn damage() -> impl Strategy<Value = Damage> {
+            let part = prop_oneof![Just(Part::Name), Just(Part::Value)];
+            prop_oneof![
+                (any::<Index>(), part.clone(), any::<Index>())
+                    .prop_map(|(field, part, keep)| Damage::Truncate(field, part, keep)),
+                (any::<Index>(), part, any::<Index>(), 1u8..=255)
+                    .prop_map(|(field, part, at, mask)| Damage::Flip(field, part, at, mask)),
+                any::<Index>().prop_map(Damage::Drop),
+                any::<Index>().prop_map(Damage::Duplicate),
+                (field_name(), field_value()).prop_map(|(name, value)| Damage::Add(name, value)),
+            ]
+        }
+
+        /// One of `fields` (which is not empty), its name or its value.
+        fn bytes<'a>(fields: &'a mut Fields, field: &Index, part: Part) -> &'a mut Vec<u8> {
+            let len = fields.len();
+            let (name, value) = &mut fields[field.index(len)];
+            match part {
+                Part::Name => name,
+                Part::Value => value,
+            }
+        }
+
+        fn inflict(fields: &mut Fields, damage: &Damage) {
+            if let Damage::Add(name, value) = damage {
+                fields.push((name.clone(), value.clone()));
+            }
+            if fields.is_empty() {
+                return;
+            }
+            match damage {
+                Damage::Truncate(field, part, keep) => {
+                    let bytes = bytes(fields, field, *part);
+                    bytes.truncate(keep.index(bytes.len() + 1));
+                }
+                Damage::Flip(field, part, at, mask) => {
+                    let bytes = bytes(fields, field, *part);
+                    if !bytes.is_empty() {
+                        let at = at.index(bytes.len());
+                        bytes[at] ^= mask;
+                    }
+                }
+                Damage::Drop(field) => {
+                    fields.remove(field.index(fields.len()));
+                }
+                Damage::Duplicate(field) => {
+                    let copy = fields[field.index(fields.len())].clone();
+                    fields.push(copy);
+                }
+                Damage::Add(..) => {}
+            }
+        }
+
+        /// Checks that a record `decode` returned survives being written and read again
+        /// unchanged: whatever is accepted can be saved back without loss.
+        fn rewrites_unchanged(record: &Record) -> Result<(), TestCaseError> {
+            let again = decode(record_fields(record).unwrap());
+            prop_assert_eq!(again.as_ref(), Ok(record));
+            Ok(())
+        }
+
+        /// Field names: the ones the codec knows, data fields, and anything else.
+        fn field_name() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                2 => Just(META.to_vec()),
+                2 => select(vec![&b"u"[..], b"ip", b"ua", b"d:", b"d", b""])
+                    .prop_map(<[u8]>::to_vec),
+                2 => prop_oneof![any::<String>().prop_map(String::into_bytes), vec(any::<u8>(), 0..12)]
+                    .prop_map(|key| [DATA, &key].concat()),
+                1 => vec(any::<u8>(), 0..12),
+            ]
+        }
+
+        /// Field values: arbitrary bytes, JSON, and text in `m`'s shape with parts that are
+        /// or nearly are whole numbers (signs, leading zeros, more digits than `i64` holds).
+        fn field_value() -> impl Strategy<Value = Vec<u8>> {
+            let part = prop_oneof![
+                6 => "-?[0-9]{1,14}",
+                1 => "[+-]{0,2}[0-9]{0,22}",
+                1 => any::<String>(),
+            ];
+            let parts = prop_oneof![3 => vec(part.clone(), 4), 1 => vec(part, 3..=6)];
+            let flag = prop_oneof![3 => "[01]", 1 => "[^:]{0,3}"];
+            let meta = (parts, flag).prop_map(|(parts, flag)| {
+                let mut text = parts.join(":");
+                text.push(':');
+                text.push_str(&flag);
+                text.into_bytes()
+            });
+            prop_oneof![
+                1 => vec(any::<u8>(), 0..40),
+                2 => json().prop_map(|value| serde_json::to_vec(&value).unwrap()),
+                2 => meta,
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(proptest_config(512))]
+
+            #[test]
+            fn a_written_record_reads_back_the_same(record in record()) {
+                let fields = record_fields(&record).unwrap();
+                prop_assert_eq!(decode(fields), Ok(record));
+            }
+
+            #[test]
+            fn a_damaged_record_decodes_or_is_reported(
+                record in record(),
+                damages in vec(damage(), 1..4),
+            ) {
+                let mut fields = record_fields(&record).unwrap();
+                for damage in &damages {
+                    inflict(&mut fields, damage);
+                }
+                match decode(fields) {
+                    Ok(decoded) => rewrites_unchanged(&decoded)?,
+                    Err(reason) => prop_assert!(!reason.is_empty()),
+                }
+            }
+
+            #[test]
+            fn arbitrary_fields_decode_or_are_reported(
+                fields in vec((field_name(), field_value()), 0..8),
+            ) {
+                match decode(fields) {
+                    Ok(decoded) => rewrites_unchanged(&decoded)?,
+                    Err(reason) => prop_assert!(!reason.is_empty()),
+                }
+            }
+
+            #[test]
+            fn whole_numbers_read_as_i64_parses_them_but_for_a_plus(
+                text in prop_oneof![
+                    vec(any::<u8>(), 0..24),
+                    "[+-]{0,2}[0-9]{0,22}".prop_map(String::into_bytes),
+                    any::<i64>().prop_map(|n| n.to_string().into_bytes()),
+                ],
+            ) {
+                let expected = match text.first() {
+                    Some(b'+') => None,
+                    _ => std::str::from_utf8(&text).ok().and_then(|t| t.parse::<i64>().ok()),
+                };
+                prop_assert_eq!(whole_number(&text), expected, "{:?}", String::from_utf8_lossy(&text));
+            }
+
+            #[test]
+            fn millis_name_the_instant_time_does(
+                ms in prop_oneof![
+                    any::<i64>(),
+                    MIN_MS - 2_000..MIN_MS + 2_000,
+                    MAX_MS - 2_000..MAX_MS + 2_000,
+                    -5_000i64..5_000,
+                ],
+            ) {
+                let expected =
+                    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok();
+                let at = from_millis(ms);
+                prop_assert_eq!(at, expected);
+                if let Some(at) = at {
+                    prop_assert_eq!(millis(at), ms);
+                }
+            }
+        }
+    }
 }
