@@ -358,3 +358,87 @@ mod tests {
         let _ = &SessionData::new()["missing"];
     }
 }
+
+/// Property tests: SQLite keeps a session's data as this text, so whatever text a row
+/// holds reads as the object it is, or fails; never a panic, and never other data.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::test_support::{json_value, proptest_config};
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::{select, Index};
+
+    /// Keys from a small set, so that objects often repeat one.
+    fn key() -> impl Strategy<Value = String> + Clone {
+        prop_oneof![
+            3 => select(vec!["", "a", "b", "user", "\u{0}", "é"]).prop_map(str::to_owned),
+            1 => any::<String>(),
+        ]
+    }
+
+    /// An object's entries, repeated keys included, as JSON text.
+    fn object_text() -> impl Strategy<Value = String> {
+        vec((key(), json_value(key())), 0..6).prop_map(|entries| {
+            let body: Vec<String> = entries
+                .iter()
+                .map(|(k, v)| format!("{}:{v}", Value::from(k.as_str())))
+                .collect();
+            format!("{{{}}}", body.join(","))
+        })
+    }
+
+    /// What a data column might hold: objects, other JSON, arbitrary text, and objects cut
+    /// short or with a character changed or put in.
+    fn column_text() -> impl Strategy<Value = String> {
+        let damaged = (
+            object_text(),
+            any::<Index>(),
+            prop_oneof![
+                Just(None),
+                any::<char>().prop_map(Some),
+                select(vec![Some('{'), Some('"'), Some(':'), Some(','), Some('\\')])
+            ],
+            any::<bool>(),
+        )
+            .prop_map(|(text, at, put, replace)| {
+                let mut chars: Vec<char> = text.chars().collect();
+                let at = at.index(chars.len() + 1);
+                match put {
+                    None => chars.truncate(at),
+                    Some(c) if replace && at < chars.len() => chars[at] = c,
+                    Some(c) => chars.insert(at, c),
+                }
+                chars.into_iter().collect()
+            });
+        prop_oneof![
+            object_text(),
+            json_value(key()).prop_map(|value| value.to_string()),
+            any::<String>(),
+            damaged,
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(proptest_config(512))]
+
+        #[test]
+        fn column_text_reads_as_its_object_or_fails(text in column_text()) {
+            let read = serde_json::from_str::<SessionData>(&text);
+            match serde_json::from_str::<Value>(&text) {
+                // serde_json's own map keeps the last of a repeated key, as data does.
+                Ok(Value::Object(map)) => prop_assert_eq!(read.ok(), Some(SessionData::from(map))),
+                _ => prop_assert!(read.is_err(), "{:?} read as {:?}", text, read),
+            }
+        }
+
+        #[test]
+        fn data_reads_back_from_its_text_unchanged(
+            entries in vec((any::<String>(), json_value(any::<String>())), 0..6),
+        ) {
+            let data: SessionData = entries.into_iter().collect();
+            let text = serde_json::to_string(&data).unwrap();
+            prop_assert_eq!(serde_json::from_str::<SessionData>(&text).ok(), Some(data));
+        }
+    }
+}
