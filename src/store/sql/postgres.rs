@@ -659,4 +659,71 @@ mod tests {
         assert_eq!(unescape("\u{E000}x".to_owned()), None);
         assert_eq!(unescape("trailing\u{E000}".to_owned()), None);
     }
+
+    /// Property tests: whatever text or JSON a row holds, unescaping answers without
+    /// panicking, and it reads back exactly what escaping wrote.
+    mod properties {
+        use super::*;
+        use crate::test_support::{json_value, proptest_config};
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use proptest::sample::select;
+
+        /// Text heavy in the characters escaping is about: NUL, the escape character, and
+        /// the `0` that follows it in an escaped NUL.
+        fn text() -> impl Strategy<Value = String> + Clone {
+            let c = prop_oneof![
+                3 => select(vec!['\0', ESCAPE, '0', 'a']),
+                1 => any::<char>(),
+            ];
+            vec(c, 0..12).prop_map(String::from_iter)
+        }
+
+        /// Text as a PostgreSQL column can hold it (no NUL), heavy in the escape character
+        /// and what may follow it.
+        fn column_text() -> impl Strategy<Value = String> + Clone {
+            let c = prop_oneof![
+                3 => select(vec![ESCAPE, '0', 'a']),
+                1 => any::<char>().prop_filter("a column holds no NUL", |c| *c != '\0'),
+            ];
+            vec(c, 0..12).prop_map(String::from_iter)
+        }
+
+        proptest! {
+            #![proptest_config(proptest_config(512))]
+
+            #[test]
+            fn escaped_text_has_no_nul_and_reads_back(text in text()) {
+                let escaped = escape(&text);
+                prop_assert!(!escaped.contains('\0'), "{:?}", escaped);
+                prop_assert_eq!(escape_owned(text.clone()), escaped.clone().into_owned());
+                prop_assert_eq!(unescape(escaped.into_owned()), Some(text));
+            }
+
+            #[test]
+            fn any_text_unescapes_to_what_escapes_back_to_it(text in column_text()) {
+                match unescape(text.clone()) {
+                    Some(plain) => prop_assert_eq!(escape(&plain), text),
+                    None => prop_assert!(text.contains(ESCAPE)),
+                }
+            }
+
+            #[test]
+            fn escaped_values_have_no_nul_and_read_back(value in json_value(text())) {
+                let escaped = escape_value(&value);
+                prop_assert!(!escaped.to_string().contains("\\u0000"), "{}", escaped);
+                prop_assert_eq!(unescape_value(escaped), Some(value));
+            }
+
+            #[test]
+            fn any_value_unescapes_to_what_escapes_back_to_it(
+                value in json_value(column_text()),
+            ) {
+                match unescape_value(value.clone()) {
+                    Some(plain) => prop_assert_eq!(escape_value(&plain), value),
+                    None => prop_assert!(value.to_string().contains(ESCAPE)),
+                }
+            }
+        }
+    }
 }
