@@ -67,6 +67,8 @@ pub mod event;
 mod extract;
 mod id;
 mod layer;
+#[cfg(any(feature = "redis", feature = "sqlite"))]
+mod millis;
 mod record;
 pub mod service;
 mod session;

@@ -5,6 +5,11 @@ use proptest::prelude::*;
 use proptest::test_runner::{contextualize_config, Config, RngSeed};
 use serde_json::Value;
 
+/// The Unix milliseconds of the first and last instants `time` holds (years ±9999).
+pub(crate) const MIN_MS: i64 = -377_705_116_800_000;
+/// See [`MIN_MS`].
+pub(crate) const MAX_MS: i64 = 253_402_300_799_999;
+
 /// The configuration of the crate's property tests: `cases` cases drawn from a fixed seed,
 /// so that every run (CI's included) checks the same inputs, and no regression files
 /// written into the source tree (an input worth keeping becomes a plain test instead).

@@ -22,6 +22,7 @@ use redis::{Cmd, Value};
 use time::OffsetDateTime;
 
 use crate::error::Error;
+use crate::millis::{from_unix_millis, unix_millis};
 use crate::record::{Delta, Record};
 
 /// The prefix of a data field: what follows it is the session key.
@@ -35,20 +36,6 @@ const INFO_FIELDS: [&str; 3] = ["u", "ip", "ua"];
 
 /// A hash's fields as raw name/value pairs.
 pub(super) type Fields = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// Unix milliseconds. Whole seconds times a thousand, plus the milliseconds: no 128-bit
-/// division, which `unix_timestamp_nanos` would need. Every `OffsetDateTime` this crate
-/// can hold (years ±9999) is far inside `i64`'s range of milliseconds.
-pub(super) fn millis(t: OffsetDateTime) -> i64 {
-    t.unix_timestamp() * 1000 + i64::from(t.millisecond())
-}
-
-/// The instant `ms` Unix milliseconds name, if `time` can hold it.
-fn from_millis(ms: i64) -> Option<OffsetDateTime> {
-    let at = OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).ok()?;
-    // `rem_euclid(1000)` is below 1000, so it is a valid millisecond and fits a u16.
-    at.replace_millisecond(ms.rem_euclid(1000) as u16).ok()
-}
 
 /// A whole number as the scripts' pattern reads it: an optional minus, then one or more
 /// ASCII digits (no `+`, no spaces), within `i64`.
@@ -76,7 +63,7 @@ fn whole_number(text: &[u8]) -> Option<i64> {
 fn instant(field: &str, text: Option<&[u8]>) -> Result<OffsetDateTime, String> {
     let text = text.ok_or_else(|| format!("missing field {field:?}"))?;
     let ms = whole_number(text).ok_or_else(|| format!("field {field:?} is not a whole number"))?;
-    from_millis(ms).ok_or_else(|| format!("field {field:?} is out of range"))
+    from_unix_millis(ms).ok_or_else(|| format!("field {field:?} is out of range"))
 }
 
 fn text(field: &str, bytes: Vec<u8>) -> Result<String, String> {
@@ -114,7 +101,7 @@ fn pack_times(times: [Option<OffsetDateTime>; 4], remember_me: Option<bool>) -> 
     let mut text = String::with_capacity(64);
     for time in times {
         if let Some(time) = time {
-            let _ = write!(text, "{}", millis(time)); // writing to a String cannot fail
+            let _ = write!(text, "{}", unix_millis(time)); // writing to a String cannot fail
         }
         text.push(SEP);
     }
@@ -382,26 +369,6 @@ mod tests {
     }
 
     #[test]
-    fn millis_round_trip_on_both_sides_of_the_epoch() {
-        for ms in [0, 1, 999, 1000, 1_700_000_000_123, -1, -999, -1000, -1001] {
-            let at = from_millis(ms).unwrap();
-            assert_eq!(
-                at,
-                OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap()
-            );
-            assert_eq!(millis(at), ms);
-        }
-        let now = OffsetDateTime::now_utc();
-        let whole_ms = now.unix_timestamp_nanos() / 1_000_000;
-        assert_eq!(
-            i128::from(millis(now)),
-            whole_ms,
-            "sub-millisecond parts are dropped"
-        );
-        assert_eq!(from_millis(i64::MAX), None, "beyond what time can hold");
-    }
-
-    #[test]
     fn floats_in_data_read_back_exactly() {
         // Found by `a_written_record_reads_back_the_same`: serde_json's default parser may
         // land one unit in the last place off the value it wrote, so a session that saved
@@ -441,14 +408,10 @@ mod tests {
     /// panic; and a record written and read back is the same record.
     mod properties {
         use super::*;
-        use crate::test_support::{json_value, proptest_config};
+        use crate::test_support::{json_value, proptest_config, MAX_MS, MIN_MS};
         use proptest::collection::vec;
         use proptest::prelude::*;
         use proptest::sample::{select, Index};
-
-        /// The Unix milliseconds of the first and last instants `time` holds (years ±9999).
-        const MIN_MS: i64 = -377_705_116_800_000;
-        const MAX_MS: i64 = 253_402_300_799_999;
 
         /// Whole-millisecond instants across the whole range, with the epoch and the present
         /// (where the sign and the digit count change) weighted up.
@@ -648,24 +611,6 @@ mod tests {
                     _ => std::str::from_utf8(&text).ok().and_then(|t| t.parse::<i64>().ok()),
                 };
                 prop_assert_eq!(whole_number(&text), expected, "{:?}", String::from_utf8_lossy(&text));
-            }
-
-            #[test]
-            fn millis_name_the_instant_time_does(
-                ms in prop_oneof![
-                    any::<i64>(),
-                    MIN_MS - 2_000..MIN_MS + 2_000,
-                    MAX_MS - 2_000..MAX_MS + 2_000,
-                    -5_000i64..5_000,
-                ],
-            ) {
-                let expected =
-                    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok();
-                let at = from_millis(ms);
-                prop_assert_eq!(at, expected);
-                if let Some(at) = at {
-                    prop_assert_eq!(millis(at), ms);
-                }
             }
         }
     }

@@ -89,12 +89,13 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, RedisResult, Script, Value};
 use time::OffsetDateTime;
 
-use self::codec::{decode, millis, pairs, push_delta, push_record};
+use self::codec::{decode, pairs, push_delta, push_record};
 use self::conn::{is_wrong_type, to_error, Conn};
 use self::lua::Scripts;
 use super::{SessionStore, ROTATION_TOMBSTONE};
 use crate::error::Error;
 use crate::id::IdHash;
+use crate::millis::unix_millis;
 use crate::record::{Delta, Record, SessionInfo};
 
 /// Arguments a script call is sized for up front: the common ones, then a delta's or a
@@ -141,7 +142,7 @@ enum IndexOp<'a> {
 }
 
 fn now_ms() -> i64 {
-    millis(OffsetDateTime::now_utc())
+    unix_millis(OffsetDateTime::now_utc())
 }
 
 fn tombstone_ms() -> i64 {
@@ -309,7 +310,7 @@ impl RedisStore {
         now: i64,
     ) -> Result<Option<Vec<Cmd>>, Error> {
         let member = key.to_string();
-        let expires = millis(record.expires_at());
+        let expires = unix_millis(record.expires_at());
         let mut cmd = self.script(&self.scripts.create, &[&self.session_key(key)], now);
         cmd.arg(&member).arg(expires);
         match &record.user_id {
@@ -325,7 +326,7 @@ impl RedisStore {
         if self.conn.is_cluster() && expires > now {
             fixups.push(self.index(&self.all_key(), &member, IndexOp::Add(expires, ""), now));
             if let Some(user) = &record.user_id {
-                let op = IndexOp::Add(millis(record.absolute_deadline), "GT");
+                let op = IndexOp::Add(unix_millis(record.absolute_deadline), "GT");
                 fixups.push(self.index(&self.user_key(user), &member, op, now));
             }
         }

@@ -208,19 +208,6 @@ fn is_transient(code: Option<&str>) -> bool {
         .is_ok_and(|code| matches!(code & 0xff, 5 | 6))
 }
 
-/// Milliseconds since the Unix epoch: how SQLite rows keep instants.
-#[cfg(feature = "sqlite")]
-pub(crate) fn unix_millis(at: OffsetDateTime) -> i64 {
-    let millis = at.unix_timestamp_nanos().div_euclid(1_000_000);
-    i64::try_from(millis).unwrap_or(if millis < 0 { i64::MIN } else { i64::MAX })
-}
-
-/// The instant `millis` after the Unix epoch, if representable.
-#[cfg(feature = "sqlite")]
-pub(crate) fn from_unix_millis(millis: i64) -> Option<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000).ok()
-}
-
 /// What one cleanup batch deleted.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Batch {
@@ -485,58 +472,5 @@ mod tests {
         assert!(!is_transient(Some("23505")));
         assert!(!is_transient(Some("1")));
         assert!(!is_transient(None));
-    }
-
-    #[cfg(feature = "sqlite")]
-    #[test]
-    fn millis_round_trip() {
-        let at = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
-        let back = from_unix_millis(unix_millis(at)).unwrap();
-        assert_eq!(back.unix_timestamp_nanos(), 1_700_000_000_123_000_000);
-        let before_epoch = OffsetDateTime::from_unix_timestamp_nanos(-1_500_000).unwrap();
-        assert_eq!(unix_millis(before_epoch), -2);
-        assert!(from_unix_millis(i64::MAX).is_none());
-    }
-
-    /// Property tests: any whole number in a SQLite time column reads as an instant or as
-    /// out of range, never a panic; and an instant reads back to the millisecond.
-    #[cfg(feature = "sqlite")]
-    mod properties {
-        use super::*;
-        use crate::test_support::proptest_config;
-        use proptest::prelude::*;
-
-        /// The Unix milliseconds of the first and last instants `time` holds (years ±9999).
-        const MIN_MS: i64 = -377_705_116_800_000;
-        const MAX_MS: i64 = 253_402_300_799_999;
-
-        proptest! {
-            #![proptest_config(proptest_config(512))]
-
-            #[test]
-            fn any_millis_read_as_an_instant_or_out_of_range(
-                ms in prop_oneof![
-                    any::<i64>(),
-                    MIN_MS - 2_000..MIN_MS + 2_000,
-                    MAX_MS - 2_000..MAX_MS + 2_000,
-                    -5_000i64..5_000,
-                ],
-            ) {
-                let at = from_unix_millis(ms);
-                prop_assert_eq!(at.is_some(), (MIN_MS..=MAX_MS).contains(&ms));
-                if let Some(at) = at {
-                    prop_assert_eq!(unix_millis(at), ms);
-                }
-            }
-
-            #[test]
-            fn instants_read_back_to_the_millisecond(
-                nanos in i128::from(MIN_MS) * 1_000_000..=i128::from(MAX_MS) * 1_000_000 + 999_999,
-            ) {
-                let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap();
-                let back = from_unix_millis(unix_millis(at)).unwrap();
-                prop_assert_eq!(back.unix_timestamp_nanos(), nanos.div_euclid(1_000_000) * 1_000_000);
-            }
-        }
     }
 }

@@ -14,12 +14,13 @@ use sqlx::Row;
 use time::OffsetDateTime;
 
 use super::{
-    delete_all_expired, from_unix_millis, pending_migrations, sql_error, unix_millis, Batch,
-    CleanupHandle, ExpiredBatches, TableName, SCHEMA_TABLE,
+    delete_all_expired, pending_migrations, sql_error, Batch, CleanupHandle, ExpiredBatches,
+    TableName, SCHEMA_TABLE,
 };
 use crate::data::SessionData;
 use crate::error::Error;
 use crate::id::IdHash;
+use crate::millis::{from_unix_millis, unix_millis};
 use crate::record::{Delta, Record, SessionInfo};
 use crate::store::{SessionStore, ROTATION_TOMBSTONE};
 
