@@ -929,21 +929,31 @@ async fn a_login_or_logout_that_cannot_be_saved_changes_nothing() {
     assert_eq!(send(&app, get("/whoami", Some(&id))).await.body, "");
 }
 
-#[tokio::test]
-async fn a_hanging_store_times_out_as_a_503() {
-    let store = store();
-    let app = app_with(
-        SessionLayer::new(store.clone()).with_store_timeout(StdDuration::from_millis(100)),
-    );
-    let id = new_session(&app).await;
-    store.set_fault(Fault::Hanging);
+/// An app whose store calls time out after 100 ms.
+fn app_with_short_store_timeout(store: &Store) -> Router {
+    app_with(SessionLayer::new(store.clone()).with_store_timeout(StdDuration::from_millis(100)))
+}
+
+/// Sends `request` to a store that hangs: the answer must be a 503, and come from the
+/// timeout, not from the store giving up a minute later.
+async fn send_timing_out(app: &Router, request: Request<Body>) -> common::Reply {
     let started = std::time::Instant::now();
-    let reply = send(&app, get("/get/seed", Some(&id))).await;
+    let reply = send(app, request).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(
         started.elapsed() < StdDuration::from_secs(5),
         "the timeout did not fire"
     );
+    reply
+}
+
+#[tokio::test]
+async fn a_hanging_store_times_out_as_a_503() {
+    let store = store();
+    let app = app_with_short_store_timeout(&store);
+    let id = new_session(&app).await;
+    store.set_fault(Fault::Hanging);
+    send_timing_out(&app, get("/get/seed", Some(&id))).await;
 }
 
 #[tokio::test]
@@ -981,21 +991,12 @@ async fn a_save_the_store_refuses_is_a_generic_500_and_saves_nothing() {
 #[tokio::test]
 async fn a_save_that_hangs_times_out_as_a_503_and_saves_nothing() {
     let store = store();
-    let app = app_with(
-        SessionLayer::new(store.clone()).with_store_timeout(StdDuration::from_millis(100)),
-    );
+    let app = app_with_short_store_timeout(&store);
     let id = new_session(&app).await;
     store.set_fault(Fault::WritesHanging);
-    let started = std::time::Instant::now();
-    let reply = send(&app, get("/set/k/v", Some(&id))).await;
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    let reply = send_timing_out(&app, get("/set/k/v", Some(&id))).await;
     assert_ne!(reply.body, "saved", "a success for an unsaved change");
-    assert!(
-        started.elapsed() < StdDuration::from_secs(5),
-        "the timeout did not fire"
-    );
-    let login = send(&app, get("/login/ann", Some(&id))).await;
-    assert_eq!(login.status, StatusCode::SERVICE_UNAVAILABLE);
+    let login = send_timing_out(&app, get("/login/ann", Some(&id))).await;
     assert_eq!(
         login.set_cookie("id"),
         None,
