@@ -113,6 +113,9 @@ struct State {
     /// A handler switched remember-me on or off: a change it asked for, which must not
     /// be reported as saved if the session ended meanwhile (unlike a sliding refresh).
     remember_me_changed: bool,
+    /// A handler called [`Session::set_remember_me`] in this request: its choice stands
+    /// through a login as another user, which otherwise starts without remember-me.
+    remember_me_chosen: bool,
     /// Write-back has happened; later changes would be lost.
     saved: bool,
 }
@@ -221,15 +224,20 @@ impl Session {
     /// response is sent, the old ID finds nothing. A login starts a new authenticated
     /// session, so the absolute timeout counts from now. The data of an anonymous session
     /// is kept (a cart survives logging in); the data of a session that belonged to another
-    /// user is not, so nothing passes from one user to the next.
+    /// user is not, nor is its remember-me (unless this request asked for it), so nothing
+    /// passes from one user to the next.
     pub async fn login(&self, user_id: impl Into<String>) -> Result<(), Error> {
         let user_id = user_id.into();
         let mut state = self.loaded().await?;
         let now = OffsetDateTime::now_utc();
+        let remember_me_chosen = state.remember_me_chosen;
         let record = self.ensure_record(&mut state)?;
         let switching_user = record.user_id.as_ref().is_some_and(|old| *old != user_id);
         if switching_user {
             record.data.clear();
+            // A persistent login is a choice of the user who made it: the next user on a
+            // shared browser must not inherit a 30-day session they never asked for.
+            record.remember_me &= remember_me_chosen;
         }
         record.user_id = Some(user_id.clone());
         record.created_at = now;
@@ -257,6 +265,7 @@ impl Session {
         state.delta = Delta::default();
         state.reissue_cookie = false;
         state.remember_me_changed = false;
+        state.remember_me_chosen = false;
         Ok(())
     }
 
@@ -282,6 +291,7 @@ impl Session {
     pub async fn set_remember_me(&self, remember_me: bool) -> Result<(), Error> {
         let mut state = self.loaded().await?;
         let now = OffsetDateTime::now_utc();
+        state.remember_me_chosen = true;
         let record = self.ensure_record(&mut state)?;
         if record.remember_me == remember_me {
             return Ok(());

@@ -1407,3 +1407,65 @@ async fn a_request_reads_its_own_changes_before_they_are_saved() {
         assert_eq!(record.data["c"], 3);
     }
 }
+
+// ---- One user's choices do not pass to the next ----
+
+#[tokio::test]
+async fn logging_in_as_another_user_does_not_inherit_remember_me() {
+    let store = store();
+    let app = app(&store);
+    let id = new_session(&app).await;
+    let ann = send(&app, get("/login/ann", Some(&id)))
+        .await
+        .cookie("id")
+        .unwrap();
+    send(&app, get("/remember", Some(&ann))).await;
+    assert!(
+        store
+            .inner
+            .load(&hash(&ann))
+            .await
+            .unwrap()
+            .unwrap()
+            .remember_me
+    );
+    // Ann walks away from a shared computer without logging out; Bob logs in without
+    // asking to be remembered.
+    let reply = send(&app, get("/login/bob", Some(&ann))).await;
+    let cookie = reply.set_cookie("id").expect("a new ID at login");
+    assert!(
+        !cookie.contains("Max-Age"),
+        "Bob got Ann's persistent cookie: {cookie}"
+    );
+    let bob = reply.cookie("id").unwrap();
+    let record = store.inner.load(&hash(&bob)).await.unwrap().unwrap();
+    assert!(!record.remember_me, "Bob got Ann's 30-day session");
+    assert!(record.expires_at() - OffsetDateTime::now_utc() <= Duration::minutes(31));
+}
+
+#[tokio::test]
+async fn remember_me_asked_for_before_another_users_login_is_kept() {
+    let store = store();
+    let app = app(&store);
+    let id = new_session(&app).await;
+    let ann = send(&app, get("/login/ann", Some(&id)))
+        .await
+        .cookie("id")
+        .unwrap();
+    send(&app, get("/remember", Some(&ann))).await;
+    // Bob ticks "remember me": the handler says so before logging him in.
+    let login = race_router(
+        SessionLayer::new(store.clone()),
+        |session: Session| async move {
+            session.set_remember_me(true).await?;
+            session.login("bob").await.map(|_| "logged in")
+        },
+    );
+    let reply = send(&login, get("/race", Some(&ann))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let cookie = reply.set_cookie("id").expect("a new ID at login");
+    assert!(cookie.contains("Max-Age"), "{cookie}");
+    let bob = reply.cookie("id").unwrap();
+    let record = store.inner.load(&hash(&bob)).await.unwrap().unwrap();
+    assert!(record.remember_me && record.user_id.as_deref() == Some("bob"));
+}
