@@ -42,6 +42,10 @@ pub enum ErrorKind {
     /// The session was destroyed (logged out, rotated, revoked or expired) by another request
     /// while this one was changing it, so the change was not saved. HTTP 409.
     SessionEnded,
+    /// A change was asked of a session after its request's response had gone out (by a
+    /// task the handler spawned, which outlived it): the session had already been written
+    /// back, so the change could not be saved. HTTP 500.
+    ResponseSent,
     /// The operating system could not supply random bytes for a new ID. HTTP 500.
     Randomness,
     /// The layer was configured inconsistently (for example a `__Host-` cookie that is not
@@ -107,6 +111,14 @@ impl Error {
         Self::new(
             ErrorKind::SessionEnded,
             "session ended by another request before its changes were saved",
+            None,
+        )
+    }
+
+    pub(crate) fn response_sent() -> Self {
+        Self::new(
+            ErrorKind::ResponseSent,
+            "session changed after its response was sent; the change was not saved",
             None,
         )
     }
@@ -213,6 +225,7 @@ mod tests {
         assert_eq!(Error::store(io()).status(), 500);
         assert_eq!(Error::session_ended().status(), 409);
         assert_eq!(Error::config("bad").status(), 500);
+        assert_eq!(Error::response_sent().status(), 500);
     }
 
     #[test]

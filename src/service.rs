@@ -146,7 +146,7 @@ where
                     let response = ready!(future.poll(cx))?;
                     let session = session.take().expect("polled after completion");
                     let response = shape_handler_error(response, config);
-                    if !session.was_used() || session.finish_if_unchanged() {
+                    if session.close_if_untouched() || session.finish_if_unchanged() {
                         // Untouched, or only read: no store write, no cookie.
                         return Poll::Ready(Ok(response));
                     }

@@ -33,7 +33,7 @@
 use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use http::HeaderValue;
@@ -54,6 +54,13 @@ use crate::timeout::StoreTimeout;
 
 /// The longest `User-Agent` kept in a session's metadata.
 const MAX_USER_AGENT: usize = 256;
+/// The session's use, as the layer and every clone of the handle see it: no handler has
+/// touched it yet ...
+const UNTOUCHED: u8 = 0;
+/// ... one has (the layer saves what changed) ...
+const TOUCHED: u8 = 1;
+/// ... or the response went out with the session untouched, so nothing will be saved.
+const CLOSED: u8 = 2;
 /// How many fresh IDs to try should one collide with a live session (it never will).
 const CREATE_ATTEMPTS: usize = 3;
 
@@ -89,7 +96,8 @@ struct Shared {
     incoming: OnceLock<Option<Id>>,
     transport: Transport,
     client: ClientMeta,
-    used: AtomicBool,
+    /// [`UNTOUCHED`], [`TOUCHED`] or [`CLOSED`].
+    used: AtomicU8,
     state: Mutex<State>,
 }
 
@@ -116,7 +124,8 @@ struct State {
     /// A handler called [`Session::set_remember_me`] in this request: its choice stands
     /// through a login as another user, which otherwise starts without remember-me.
     remember_me_chosen: bool,
-    /// Write-back has happened; later changes would be lost.
+    /// Write-back has happened (or the response went out without one): a later change
+    /// would be lost, so it is refused.
     saved: bool,
 }
 
@@ -165,7 +174,7 @@ impl Session {
                 incoming: OnceLock::new(),
                 transport,
                 client,
-                used: AtomicBool::new(false),
+                used: AtomicU8::new(UNTOUCHED),
                 state: Mutex::new(State::default()),
             }),
         }
@@ -190,7 +199,7 @@ impl Session {
     /// Sets `key` to `value`, starting a session if there is none.
     pub async fn insert(&self, key: &str, value: impl Serialize) -> Result<(), Error> {
         let value = serde_json::to_value(value).map_err(Error::serialize)?;
-        let mut state = self.loaded().await?;
+        let mut state = self.loaded_to_change().await?;
         self.ensure_session(&mut state)?;
         state.delta.set(key, value);
         Ok(())
@@ -201,7 +210,7 @@ impl Session {
     /// The key is removed even if its old value is not a `T`; the type error is returned
     /// after the removal.
     pub async fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
-        let mut state = self.loaded().await?;
+        let mut state = self.loaded_to_change().await?;
         let Some(value) = state.value(key).cloned() else {
             return Ok(None);
         };
@@ -213,7 +222,7 @@ impl Session {
 
     /// Removes every key. The session itself, its ID and its user stay.
     pub async fn clear(&self) -> Result<(), Error> {
-        let mut state = self.loaded().await?;
+        let mut state = self.loaded_to_change().await?;
         if state.record.is_some() {
             state.delta.clear_data();
         }
@@ -228,7 +237,7 @@ impl Session {
     /// passes from one user to the next.
     pub async fn login(&self, user_id: impl Into<String>) -> Result<(), Error> {
         let user_id = user_id.into();
-        let mut state = self.loaded().await?;
+        let mut state = self.loaded_to_change().await?;
         let now = OffsetDateTime::now_utc();
         let remember_me_chosen = state.remember_me_chosen;
         let record = self.ensure_record(&mut state)?;
@@ -258,7 +267,7 @@ impl Session {
     /// is told to forget its cookie. The handle then acts as a fresh, empty session, so a
     /// handler may still set a value (say, a farewell message) in a new session.
     pub async fn logout(&self) -> Result<(), Error> {
-        let mut state = self.loaded().await?;
+        let mut state = self.loaded_to_change().await?;
         state.destroy = state.stored.is_some();
         state.record = None;
         state.fresh = None;
@@ -272,7 +281,7 @@ impl Session {
     /// Gives the session a new ID, keeping its data and user: call it whenever the
     /// session's privileges change (a role granted, a password changed).
     pub async fn cycle_id(&self) -> Result<(), Error> {
-        let mut state = self.loaded().await?;
+        let mut state = self.loaded_to_change().await?;
         if state.record.is_none() {
             return Ok(());
         }
@@ -289,7 +298,7 @@ impl Session {
     /// whose `Max-Age` matches the server's deadline), or back to the standard ones (and a
     /// browser-session cookie). Starts a session if there is none.
     pub async fn set_remember_me(&self, remember_me: bool) -> Result<(), Error> {
-        let mut state = self.loaded().await?;
+        let mut state = self.loaded_to_change().await?;
         let now = OffsetDateTime::now_utc();
         state.remember_me_chosen = true;
         let record = self.ensure_record(&mut state)?;
@@ -364,12 +373,29 @@ impl Session {
         Ok(revoked)
     }
 
-    /// Loads the record on first use and returns the state, locked.
+    /// Loads the record on first use and returns the state, locked: to read it.
     async fn loaded(&self) -> Result<MutexGuard<'_, State>, Error> {
-        self.shared.used.store(true, Ordering::Release);
+        self.load_state(false).await
+    }
+
+    /// [`loaded`](Self::loaded), to change the session: refused once the response has gone
+    /// out, as nothing would save the change (a task spawned by the handler may outlive it).
+    async fn loaded_to_change(&self) -> Result<MutexGuard<'_, State>, Error> {
+        self.load_state(true).await
+    }
+
+    async fn load_state(&self, change: bool) -> Result<MutexGuard<'_, State>, Error> {
+        let closed = self.shared.used.compare_exchange(
+            UNTOUCHED,
+            TOUCHED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) == Err(CLOSED);
         let mut state = self.lock_state().await;
-        if state.saved {
-            tracing::warn!("session changed after its response was sent; the change is lost");
+        state.saved |= closed;
+        if change && state.saved {
+            tracing::warn!("session changed after its response was sent; the change is refused");
+            return Err(Error::response_sent());
         }
         if state.loaded {
             return Ok(state);
@@ -520,9 +546,14 @@ impl Session {
             .as_ref()
     }
 
-    /// Whether a handler touched the session at all.
-    pub(crate) fn was_used(&self) -> bool {
-        self.shared.used.load(Ordering::Acquire)
+    /// Returns `true` if no handler touched the session, and makes any later change fail
+    /// (the response is going out without a save). A clone touching it at this very moment
+    /// wins the race: then this returns `false`, and the layer saves as usual.
+    pub(crate) fn close_if_untouched(&self) -> bool {
+        self.shared
+            .used
+            .compare_exchange(UNTOUCHED, CLOSED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
     /// Marks the session saved and returns `true` if this request changed nothing, so the

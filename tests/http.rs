@@ -1469,3 +1469,53 @@ async fn remember_me_asked_for_before_another_users_login_is_kept() {
     let record = store.inner.load(&hash(&bob)).await.unwrap().unwrap();
     assert!(record.remember_me && record.user_id.as_deref() == Some("bob"));
 }
+
+// ---- A session outliving its response ----
+
+/// A router whose handler hands its session to a task that outlives the response (after
+/// reading the session first, if `touch`). The task waits for `go`, then tries a change and
+/// sends back whether it succeeded.
+fn outliving_router(
+    store: &Store,
+    touch: bool,
+    go: std::sync::Arc<tokio::sync::Notify>,
+    results: tokio::sync::mpsc::UnboundedSender<Result<(), ErrorKind>>,
+) -> Router {
+    race_router(
+        SessionLayer::new(store.clone()),
+        move |session: Session| async move {
+            if touch {
+                session.get::<String>("seed").await?;
+            }
+            tokio::spawn(async move {
+                go.notified().await;
+                let result = session.insert("late", "write").await;
+                results.send(result.map_err(|err| err.kind())).unwrap();
+            });
+            Ok::<_, sessionware::Error>("answered")
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_change_after_the_response_is_an_error_not_a_silent_loss() {
+    for touch in [true, false] {
+        let store = store();
+        let id = new_session(&app(&store)).await;
+        let go = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (results, mut result) = tokio::sync::mpsc::unbounded_channel();
+        let app = outliving_router(&store, touch, go.clone(), results);
+        let reply = send(&app, get("/race", Some(&id))).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        go.notify_one();
+        let late = result.recv().await.unwrap();
+        let record = store.inner.load(&hash(&id)).await.unwrap().unwrap();
+        assert!(record.data.get("late").is_none(), "nothing writes it back");
+        assert_eq!(
+            late,
+            Err(ErrorKind::ResponseSent),
+            "a change made after the response reported success but was never saved \
+             (handler read the session first: {touch})"
+        );
+    }
+}
