@@ -334,16 +334,23 @@ impl Session {
         let Some(user) = self.user_id().await? else {
             return Ok(Vec::new());
         };
-        let (stored, current) = {
+        let (stored, this, logged_in_here) = {
             let state = self.loaded().await?;
-            (state.stored, current_key(&state))
+            let this = current_key(&state)
+                .zip(state.record.as_ref())
+                .map(|(key, record)| record.info(key));
+            let logged_in_here = matches!(state.delta.user_id, Some(Some(_)));
+            (state.stored, this, logged_in_here)
         };
         let mut sessions = self.call(self.store().list_user(&user)).await?;
-        if let (Some(stored), Some(current)) = (stored, current) {
-            // A rotation decided in this request is not in the store yet.
-            for info in sessions.iter_mut().filter(|info| info.key == stored) {
-                info.key = current;
-            }
+        // The store knows this session as it was before this request: under its old key if
+        // the request rotated it, and not at all as this user's if the request logged in.
+        // List it as this request leaves it; once, and only if it is still alive or was
+        // logged in here.
+        let listed_before = sessions.len();
+        sessions.retain(|info| Some(info.key) != stored);
+        if sessions.len() < listed_before || logged_in_here {
+            sessions.extend(this);
         }
         Ok(sessions)
     }

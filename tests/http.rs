@@ -1519,3 +1519,32 @@ async fn a_change_after_the_response_is_an_error_not_a_silent_loss() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_session_logged_in_during_the_request_lists_itself_among_the_users_devices() {
+    let store = store();
+    let app = app(&store);
+    let other = new_session(&app).await;
+    send(&app, get("/login/ann", Some(&other))).await;
+    let login_and_list = race_router(
+        SessionLayer::new(store.clone()),
+        |session: Session| async move {
+            session.login("ann").await?;
+            let this = session.info().await?.unwrap().key;
+            let listed = session.user_sessions().await?;
+            let found = listed.iter().filter(|info| info.key == this).count();
+            Ok::<_, sessionware::Error>(format!("{} {found}", listed.len()))
+        },
+    );
+    // Over an anonymous session, and in a brand-new one.
+    let anonymous = new_session(&app).await;
+    for (cookie, devices) in [(Some(anonymous.as_str()), 2), (None, 3)] {
+        let reply = send(&login_and_list, get("/race", cookie)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(
+            reply.body,
+            format!("{devices} 1"),
+            "the listing must hold every device, this one once"
+        );
+    }
+}
