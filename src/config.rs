@@ -148,10 +148,21 @@ impl Config {
 
     /// Checks the combination of settings, naming the first problem found.
     pub(crate) fn validate(&self) -> Result<(), Error> {
-        if self.host_prefix && (!self.secure || self.domain.is_some() || self.path != "/") {
+        // Browsers enforce a prefix matched case-insensitively (RFC 6265bis), whether it came
+        // from `with_host_prefix` or was written into the name itself.
+        let has_prefix = |prefix: &str| {
+            self.full_cookie_name
+                .get(..prefix.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+        };
+        let host = self.host_prefix || has_prefix("__Host-");
+        if host && (!self.secure || self.domain.is_some() || self.path != "/") {
             return Err(Error::config(
                 "a __Host- cookie must be Secure, have Path=/ and no Domain",
             ));
+        }
+        if has_prefix("__Secure-") && !self.secure {
+            return Err(Error::config("a __Secure- cookie must be Secure"));
         }
         if self.same_site == SameSite::None && !self.secure {
             return Err(Error::config("a SameSite=None cookie must be Secure"));
@@ -291,6 +302,36 @@ mod tests {
             ..Config::default()
         };
         assert!(zero_idle.validate().is_err());
+    }
+
+    #[test]
+    fn a_prefix_written_into_the_name_is_held_to_its_rules() {
+        // Browsers silently refuse a cookie whose name promises what its attributes break:
+        // every session would be lost. Such settings must fail when the layer is built.
+        let mut host_with_path = Config {
+            path: "/app".into(),
+            ..Config::default()
+        };
+        host_with_path.set_cookie_name("__Host-sid", false);
+        assert!(host_with_path.validate().is_err());
+        let mut host_any_case = Config {
+            domain: Some("example.com".into()),
+            ..Config::default()
+        };
+        host_any_case.set_cookie_name("__host-sid", false);
+        assert!(host_any_case.validate().is_err());
+        let mut secure_prefix = Config {
+            secure: false,
+            ..Config::default()
+        };
+        secure_prefix.set_cookie_name("__Secure-sid", false);
+        assert!(secure_prefix.validate().is_err());
+        let mut fine = Config::default();
+        fine.set_cookie_name("__Host-sid", false);
+        assert!(fine.validate().is_ok());
+        fine.set_cookie_name("__Secure-sid", false);
+        fine.path = "/app".into();
+        assert!(fine.validate().is_ok());
     }
 
     #[test]
