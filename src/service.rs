@@ -95,7 +95,7 @@ where
         ResponseFuture {
             state: State::Inner {
                 future: self.inner.call(request),
-                session: Some(session),
+                session: OpenSession(Some(session)),
                 config: self.config.clone(),
             },
         }
@@ -118,7 +118,7 @@ pin_project! {
         Inner {
             #[pin]
             future: F,
-            session: Option<Session>,
+            session: OpenSession,
             config: Arc<Config>,
         },
         Saving {
@@ -143,8 +143,15 @@ where
                     session,
                     config,
                 } => {
-                    let response = ready!(future.poll(cx))?;
-                    let session = session.take().expect("polled after completion");
+                    let result = ready!(future.poll(cx));
+                    let session = session.0.take().expect("polled after completion");
+                    let response = match result {
+                        Ok(response) => response,
+                        Err(error) => {
+                            session.close();
+                            return Poll::Ready(Err(error));
+                        }
+                    };
                     let response = shape_handler_error(response, config);
                     if session.close_if_untouched() || session.finish_if_unchanged() {
                         // Untouched, or only read: no store write, no cookie.
@@ -161,6 +168,20 @@ where
                 }
                 StateProj::Saving { future } => return future.as_mut().poll(cx).map(Ok),
             }
+        }
+    }
+}
+
+/// The request's session until its response is ready. Should the response never get
+/// there (the inner service failed, or the client went away and the future was dropped),
+/// nothing will save the session: it is closed, so that a task the handler spawned cannot
+/// change it afterwards and be told the change succeeded.
+struct OpenSession(Option<Session>);
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        if let Some(session) = self.0.take() {
+            session.close();
         }
     }
 }
@@ -339,6 +360,32 @@ mod tests {
             );
         }
         map
+    }
+
+    #[cfg(feature = "memory")]
+    #[tokio::test]
+    async fn a_failing_inner_service_closes_the_session() {
+        use std::sync::Mutex;
+        use tower::{Layer, ServiceExt};
+
+        // A plain tower service that hands its session out, then fails.
+        let kept: Arc<Mutex<Option<Session>>> = Arc::default();
+        let slot = Arc::clone(&kept);
+        let failing = tower::service_fn(move |request: Request<String>| {
+            let session = request.extensions().get::<Session>().cloned();
+            *slot.lock().unwrap() = session;
+            async { Err::<Response<String>, &str>("inner failure") }
+        });
+        let service = crate::SessionLayer::new(crate::MemoryStore::new()).layer(failing);
+        let result = service.oneshot(Request::new(String::new())).await;
+        assert_eq!(result.unwrap_err(), "inner failure");
+        let session = kept
+            .lock()
+            .unwrap()
+            .take()
+            .expect("the service saw a session");
+        let late = session.insert("late", 1).await.unwrap_err();
+        assert_eq!(late.kind(), ErrorKind::ResponseSent, "nothing will save it");
     }
 
     #[test]

@@ -59,7 +59,8 @@ const MAX_USER_AGENT: usize = 256;
 const UNTOUCHED: u8 = 0;
 /// ... one has (the layer saves what changed) ...
 const TOUCHED: u8 = 1;
-/// ... or the response went out with the session untouched, so nothing will be saved.
+/// ... or nothing will save it: the response went out with the session untouched, or never
+/// went out (the inner service failed, or the request was dropped).
 const CLOSED: u8 = 2;
 /// How many fresh IDs to try should one collide with a live session (it never will).
 const CREATE_ATTEMPTS: usize = 3;
@@ -561,6 +562,11 @@ impl Session {
             .used
             .compare_exchange(UNTOUCHED, CLOSED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
+    }
+
+    /// Makes every later change fail: the response will go out without a write-back.
+    pub(crate) fn close(&self) {
+        self.shared.used.store(CLOSED, Ordering::Release);
     }
 
     /// Marks the session saved and returns `true` if this request changed nothing, so the

@@ -1548,3 +1548,36 @@ async fn a_session_logged_in_during_the_request_lists_itself_among_the_users_dev
         );
     }
 }
+
+#[tokio::test]
+async fn a_change_after_the_request_was_dropped_is_an_error_not_a_silent_loss() {
+    let store = store();
+    let id = new_session(&app(&store)).await;
+    let go = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (results, mut result) = tokio::sync::mpsc::unbounded_channel();
+    let task_go = go.clone();
+    // The handler hands its session to a task, then never answers: the client gives up.
+    let app = race_router(
+        SessionLayer::new(store.clone()),
+        move |session: Session| async move {
+            session.get::<String>("seed").await?;
+            tokio::spawn(async move {
+                task_go.notified().await;
+                let result = session.insert("late", "write").await;
+                results.send(result.map_err(|err| err.kind())).unwrap();
+            });
+            std::future::pending::<Result<&'static str, sessionware::Error>>().await
+        },
+    );
+    let request = tower::ServiceExt::oneshot(app.clone(), get("/race", Some(&id)));
+    let gave_up = tokio::time::timeout(StdDuration::from_millis(100), request).await;
+    assert!(gave_up.is_err(), "the handler never answers");
+    go.notify_one();
+    assert_eq!(
+        result.recv().await.unwrap(),
+        Err(ErrorKind::ResponseSent),
+        "nothing will save a change made once the request is gone"
+    );
+    let record = store.inner.load(&hash(&id)).await.unwrap().unwrap();
+    assert!(record.data.get("late").is_none());
+}
