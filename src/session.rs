@@ -269,13 +269,7 @@ impl Session {
     /// handler may still set a value (say, a farewell message) in a new session.
     pub async fn logout(&self) -> Result<(), Error> {
         let mut state = self.loaded_to_change().await?;
-        state.destroy = state.stored.is_some();
-        state.record = None;
-        state.fresh = None;
-        state.delta = Delta::default();
-        state.reissue_cookie = false;
-        state.remember_me_changed = false;
-        state.remember_me_chosen = false;
+        end_session(&mut state);
         Ok(())
     }
 
@@ -298,6 +292,10 @@ impl Session {
     /// Switches the session to the longer remember-me timeouts (and a persistent cookie
     /// whose `Max-Age` matches the server's deadline), or back to the standard ones (and a
     /// browser-session cookie). Starts a session if there is none.
+    ///
+    /// Switching back on a session older than the standard absolute timeout ends it, as
+    /// [`logout`](Self::logout) does: a standard session never lives that long, and the
+    /// next request would find it expired anyway.
     pub async fn set_remember_me(&self, remember_me: bool) -> Result<(), Error> {
         let mut state = self.loaded_to_change().await?;
         let now = OffsetDateTime::now_utc();
@@ -307,6 +305,10 @@ impl Session {
             return Ok(());
         }
         let deadlines = self.deadlines(now, record.created_at, remember_me);
+        if deadlines.absolute <= now {
+            end_session(&mut state);
+            return Ok(());
+        }
         apply_deadlines(record, deadlines);
         state.delta.deadlines = Some(deadlines);
         state.reissue_cookie = true;
@@ -370,11 +372,18 @@ impl Session {
     }
 
     /// Ends one session of the authenticated user, by the key a listing showed; a key of
-    /// another user's session is refused (returns `false`).
+    /// another user's session is refused (returns `false`). The key of this very session
+    /// logs it out, as [`logout`](Self::logout) does.
     pub async fn revoke_session(&self, key: &IdHash) -> Result<bool, Error> {
         let Some(user) = self.user_id().await? else {
             return Ok(false);
         };
+        if current_key(&*self.loaded().await?) == Some(*key) {
+            // Deleting it behind this request's back would leave the client its cookie and
+            // fail this request's own write-back: end it the way a logout does.
+            self.logout().await?;
+            return Ok(true);
+        }
         let store = self.store();
         let revoked = self.call(store.delete_user_session(&user, key)).await?;
         self.emit_revoked(user, u64::from(revoked));
@@ -748,6 +757,18 @@ fn apply_deadlines(record: &mut Record, deadlines: Deadlines) {
     record.idle_deadline = deadlines.idle;
     record.absolute_deadline = deadlines.absolute;
     record.remember_me = deadlines.remember_me;
+}
+
+/// Ends the session (its record is deleted at write-back, the client told to forget its
+/// cookie) and leaves the state as a fresh request's with no session.
+fn end_session(state: &mut State) {
+    state.destroy = state.stored.is_some();
+    state.record = None;
+    state.fresh = None;
+    state.delta = Delta::default();
+    state.reissue_cookie = false;
+    state.remember_me_changed = false;
+    state.remember_me_chosen = false;
 }
 
 /// The key the session has once this response is sent.

@@ -1581,3 +1581,72 @@ async fn a_change_after_the_request_was_dropped_is_an_error_not_a_silent_loss() 
     let record = store.inner.load(&hash(&id)).await.unwrap().unwrap();
     assert!(record.data.get("late").is_none());
 }
+
+// ---- Ending the session from its own device list or its settings ----
+
+#[tokio::test]
+async fn revoking_this_very_session_logs_it_out() {
+    let store = store();
+    let app = app(&store);
+    let id = new_session(&app).await;
+    let id = send(&app, get("/login/ann", Some(&id)))
+        .await
+        .cookie("id")
+        .unwrap();
+    let key = hash(&id).to_string();
+    let reply = send(&app, get(&format!("/revoke/{key}"), Some(&id))).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, "true")
+    );
+    let cookie = reply
+        .set_cookie("id")
+        .expect("the client is told to forget it");
+    assert!(
+        cookie.starts_with("id=;") && cookie.contains("Max-Age=0"),
+        "{cookie}"
+    );
+    assert!(store.inner.load(&hash(&id)).await.unwrap().is_none());
+    assert_eq!(store.inner.count_user("ann").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn switching_remember_me_off_on_a_session_older_than_the_standard_lifetime_ends_it() {
+    let store = store();
+    let now = OffsetDateTime::now_utc();
+    // A remember-me session of ann's, two days old, with weeks left.
+    let mut record = Record::new(
+        now - Duration::days(2),
+        now + Duration::days(20),
+        now + Duration::days(28),
+    );
+    record.remember_me = true;
+    record.user_id = Some("ann".into());
+    record.data.insert("seed".into(), json!("kept?"));
+    let id = Id::random().unwrap();
+    assert!(store.inner.create(&id.hash(), &record).await.unwrap());
+    let id = id.expose_secret();
+    let app = race_router(
+        SessionLayer::new(store.clone()),
+        |session: Session| async move {
+            session.set_remember_me(false).await?;
+            session.insert("flash", "settings saved").await?;
+            let user = session.user_id().await?.unwrap_or_default();
+            Ok::<_, sessionware::Error>(format!("user={user}"))
+        },
+    );
+    let reply = send(&app, get("/race", Some(&id))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body, "user=", "the handler sees the session ended");
+    assert!(
+        store.inner.load(&hash(&id)).await.unwrap().is_none(),
+        "a standard session cannot be two days old: the record is gone"
+    );
+    assert_eq!(store.inner.count_user("ann").await.unwrap(), 0);
+    // What the handler wrote afterwards is in a fresh session, as after a logout.
+    let fresh = reply.cookie("id").expect("a new session for the flash");
+    assert_ne!(fresh, id);
+    let fresh = store.inner.load(&hash(&fresh)).await.unwrap().unwrap();
+    assert_eq!(fresh.data.get("flash"), Some(&json!("settings saved")));
+    assert!(fresh.user_id.is_none() && fresh.data.get("seed").is_none());
+}
