@@ -132,6 +132,23 @@ async fn new_session(app: &Router) -> String {
     reply.cookie("id").expect("a new session sets a cookie")
 }
 
+/// A new session, logged in as `user`: the ID its login handed out.
+async fn logged_in(app: &Router, user: &str) -> String {
+    let id = new_session(app).await;
+    let login = send(app, get(&format!("/login/{user}"), Some(&id))).await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.body);
+    login.cookie("id").expect("a login hands out a new ID")
+}
+
+/// Asserts that `reply` tells the client to forget its session cookie.
+fn assert_cookie_removed(reply: &common::Reply) {
+    let cookie = reply.set_cookie("id").expect("a removal cookie");
+    assert!(
+        cookie.starts_with("id=;") && cookie.contains("Max-Age=0"),
+        "{cookie}"
+    );
+}
+
 fn hash(id: &str) -> sessionware::IdHash {
     Id::parse(id.as_bytes()).expect("a well-formed ID").hash()
 }
@@ -763,11 +780,7 @@ async fn login_rotates_the_id_and_kills_the_old_one() {
 #[tokio::test]
 async fn logging_in_as_another_user_drops_the_previous_users_data() {
     let app = app(&store());
-    let id = new_session(&app).await;
-    let ann = send(&app, get("/login/ann", Some(&id)))
-        .await
-        .cookie("id")
-        .unwrap();
+    let ann = logged_in(&app, "ann").await;
     assert_eq!(
         send(&app, get("/get/seed", Some(&ann))).await.body,
         "\"0\"",
@@ -797,11 +810,7 @@ async fn logging_in_as_another_user_drops_the_previous_users_data() {
 #[tokio::test]
 async fn cycle_id_keeps_data_and_user_under_a_new_id() {
     let app = app(&store());
-    let id = new_session(&app).await;
-    let id = send(&app, get("/login/ann", Some(&id)))
-        .await
-        .cookie("id")
-        .unwrap();
+    let id = logged_in(&app, "ann").await;
     let cycled = send(&app, get("/cycle", Some(&id)))
         .await
         .cookie("id")
@@ -819,17 +828,9 @@ async fn cycle_id_keeps_data_and_user_under_a_new_id() {
 async fn logout_destroys_the_record_and_expires_the_cookie() {
     let store = store();
     let app = app(&store);
-    let id = new_session(&app).await;
-    let id = send(&app, get("/login/ann", Some(&id)))
-        .await
-        .cookie("id")
-        .unwrap();
+    let id = logged_in(&app, "ann").await;
     let reply = send(&app, get("/logout", Some(&id))).await;
-    let cookie = reply.set_cookie("id").unwrap();
-    assert!(
-        cookie.starts_with("id=;") && cookie.contains("Max-Age=0"),
-        "{cookie}"
-    );
+    assert_cookie_removed(&reply);
     assert!(store.inner.load(&hash(&id)).await.unwrap().is_none());
     assert_eq!(store.inner.count_user("ann").await.unwrap(), 0);
     assert_eq!(send(&app, get("/whoami", Some(&id))).await.body, "");
@@ -1059,19 +1060,9 @@ async fn users_list_their_devices_and_log_out_everywhere_else() {
     let app = app(&store);
     let mut devices = Vec::new();
     for _ in 0..3 {
-        let id = new_session(&app).await;
-        devices.push(
-            send(&app, get("/login/ann", Some(&id)))
-                .await
-                .cookie("id")
-                .unwrap(),
-        );
+        devices.push(logged_in(&app, "ann").await);
     }
-    let bob = new_session(&app).await;
-    let bob = send(&app, get("/login/bob", Some(&bob)))
-        .await
-        .cookie("id")
-        .unwrap();
+    let bob = logged_in(&app, "bob").await;
 
     let listed: Vec<serde_json::Value> =
         serde_json::from_str(&send(&app, get("/devices", Some(&devices[0]))).await.body).unwrap();
@@ -1414,11 +1405,7 @@ async fn a_request_reads_its_own_changes_before_they_are_saved() {
 async fn logging_in_as_another_user_does_not_inherit_remember_me() {
     let store = store();
     let app = app(&store);
-    let id = new_session(&app).await;
-    let ann = send(&app, get("/login/ann", Some(&id)))
-        .await
-        .cookie("id")
-        .unwrap();
+    let ann = logged_in(&app, "ann").await;
     send(&app, get("/remember", Some(&ann))).await;
     assert!(
         store
@@ -1447,11 +1434,7 @@ async fn logging_in_as_another_user_does_not_inherit_remember_me() {
 async fn remember_me_asked_for_before_another_users_login_is_kept() {
     let store = store();
     let app = app(&store);
-    let id = new_session(&app).await;
-    let ann = send(&app, get("/login/ann", Some(&id)))
-        .await
-        .cookie("id")
-        .unwrap();
+    let ann = logged_in(&app, "ann").await;
     send(&app, get("/remember", Some(&ann))).await;
     // Bob ticks "remember me": the handler says so before logging him in.
     let login = race_router(
@@ -1588,24 +1571,14 @@ async fn a_change_after_the_request_was_dropped_is_an_error_not_a_silent_loss() 
 async fn revoking_this_very_session_logs_it_out() {
     let store = store();
     let app = app(&store);
-    let id = new_session(&app).await;
-    let id = send(&app, get("/login/ann", Some(&id)))
-        .await
-        .cookie("id")
-        .unwrap();
+    let id = logged_in(&app, "ann").await;
     let key = hash(&id).to_string();
     let reply = send(&app, get(&format!("/revoke/{key}"), Some(&id))).await;
     assert_eq!(
         (reply.status, reply.body.as_str()),
         (StatusCode::OK, "true")
     );
-    let cookie = reply
-        .set_cookie("id")
-        .expect("the client is told to forget it");
-    assert!(
-        cookie.starts_with("id=;") && cookie.contains("Max-Age=0"),
-        "{cookie}"
-    );
+    assert_cookie_removed(&reply);
     assert!(store.inner.load(&hash(&id)).await.unwrap().is_none());
     assert_eq!(store.inner.count_user("ann").await.unwrap(), 0);
 }
