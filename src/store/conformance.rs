@@ -86,6 +86,7 @@ macro_rules! store_conformance_tests {
             delete_expired_leaves_live_sessions,
             count_counts_live_sessions,
             unicode_and_nested_values_round_trip,
+            a_delta_of_hundreds_of_keys_lands_whole,
             concurrent_deltas_on_distinct_keys_all_survive,
             delete_racing_with_deltas_never_resurrects,
             rotate_racing_with_deltas_leaves_one_record,
@@ -681,6 +682,57 @@ pub async fn unicode_and_nested_values_round_trip<H: Harness>(harness: &H) {
     assert_eq!(bits, want.map(f64::to_bits), "floats changed in the store");
     assert_eq!(loaded.data[""], "empty key");
     assert_eq!(store.list_user("Zoë 🦀").await.unwrap().len(), 1);
+}
+
+/// A delta naming hundreds of keys (a form saved whole, a wizard's state cleared and
+/// refilled) lands whole, through `apply` and through `rotate`: a store that spreads keys
+/// over several commands or function calls must not drop any, nor refuse the write.
+pub async fn a_delta_of_hundreds_of_keys_lands_whole<H: Harness>(harness: &H) {
+    let store = harness.fresh().await;
+    let mut want = record_for(Some("ann"));
+    for n in 0..300 {
+        want.data.insert(format!("old{n}"), json!(n));
+    }
+    let key = created(&store, &want).await;
+
+    let mut delta = Delta::default();
+    for n in 0..250 {
+        delta.remove(format!("old{n}"));
+    }
+    for n in 0..300 {
+        delta.set(format!("new{n}"), json!({ "n": n }));
+    }
+    delta.apply_to(&mut want);
+    assert!(
+        store
+            .apply(&key, &delta)
+            .await
+            .expect("a delta of 550 keys"),
+        "a delta of 550 keys on a live session"
+    );
+    assert_eq!(
+        load(&store, &key).await.expect("after apply").data,
+        want.data
+    );
+
+    let mut refill = Delta::default();
+    refill.clear_data();
+    for n in 0..200 {
+        refill.set(format!("step{n}"), json!(n));
+    }
+    refill.apply_to(&mut want);
+    let to = self::key();
+    assert!(
+        store
+            .rotate(&key, &to, &refill)
+            .await
+            .expect("a rotation carrying 200 keys"),
+        "a rotation carrying 200 keys"
+    );
+    assert_eq!(
+        load(&store, &to).await.expect("after rotate").data,
+        want.data
+    );
 }
 
 /// 50 concurrent deltas on one session, each setting its own key: all 50 survive.

@@ -233,14 +233,18 @@ impl SqliteStore {
         // lock is held: no read-modify-write in this process. `json_set` with a `json()`
         // argument replaces a key's value whole (unlike `json_patch`, which would merge
         // nested objects and treat a null as a removal).
+        // A function takes at most MAX_FUNCTION_ARGS arguments: a delta naming more keys
+        // nests calls, each taking the next run of keys, so they still apply in order.
         let mut data = String::from("CASE WHEN ? THEN '{}' ELSE data END");
         let removals: Vec<&str> = delta.removals().collect();
-        if !removals.is_empty() && !delta.clear {
-            data = format!("json_remove({data}{})", ", ?".repeat(removals.len()));
+        if !delta.clear {
+            for run in removals.chunks(MAX_FUNCTION_ARGS - 1) {
+                data = format!("json_remove({data}{})", ", ?".repeat(run.len()));
+            }
         }
         let sets: Vec<(&str, &Value)> = delta.sets().collect();
-        if !sets.is_empty() {
-            data = format!("json_set({data}{})", ", ?, json(?)".repeat(sets.len()));
+        for run in sets.chunks((MAX_FUNCTION_ARGS - 1) / 2) {
+            data = format!("json_set({data}{})", ", ?, json(?)".repeat(run.len()));
         }
         let move_clause = if move_to.is_some() { "key = ?, " } else { "" };
         let sql = format!(
@@ -261,7 +265,7 @@ impl SqliteStore {
             query = query.bind(to.as_bytes().as_slice());
         }
         query = query.bind(delta.clear);
-        if !removals.is_empty() && !delta.clear {
+        if !delta.clear {
             for removed in removals {
                 query = query.bind(json_path(removed));
             }
@@ -284,6 +288,10 @@ impl SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 }
+
+/// The most arguments one SQL function call may take (`SQLITE_MAX_FUNCTION_ARG` in the
+/// SQLite that sqlx bundles; more fails the whole statement).
+const MAX_FUNCTION_ARGS: usize = 127;
 
 /// A condition true only for rows whose `data` is a JSON object. Corrupt rows fail it, so
 /// writes skip them as they would a missing row, and the JSON functions never see
