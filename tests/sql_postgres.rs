@@ -108,6 +108,10 @@ async fn corrupt_rows_are_absent_never_a_crash() {
             "UPDATE \"{t}\" SET data = jsonb_build_object('k', E'bad\\uE000escape') WHERE key = $1"
         ),
         format!("UPDATE \"{t}\" SET user_agent = E'\\uE000x' WHERE key = $1"),
+        // Instants PostgreSQL keeps but a Rust date cannot hold: an operator's "never
+        // expires" ('infinity'), or a year past 9999.
+        format!("UPDATE \"{t}\" SET absolute_deadline = 'infinity' WHERE key = $1"),
+        format!("UPDATE \"{t}\" SET created_at = '12000-01-01' WHERE key = $1"),
     ];
     let mut keys = Vec::new();
     for sql in &corruptions {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::Row;
+use sqlx::{Column, Row, TypeInfo};
 use time::OffsetDateTime;
 
 use super::{
@@ -377,6 +377,28 @@ fn unescape_opt(text: Option<String>) -> Result<Option<String>, String> {
         .transpose()
 }
 
+/// Microseconds from the Unix epoch to PostgreSQL's, 2000-01-01.
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// A `timestamptz` column as an instant, or why it is not one. Read as the microseconds
+/// since 2000 that PostgreSQL sends, not through sqlx's decoding, which panics on an
+/// instant a Rust date cannot hold (`'infinity'`, a year past 9999): such a row is
+/// corrupt, not a crash of every request that reads it.
+fn instant(row: &PgRow, column: &str) -> Result<OffsetDateTime, String> {
+    let kind = row
+        .try_column(column)
+        .map_err(|e| e.to_string())?
+        .type_info();
+    if kind.name() != "TIMESTAMPTZ" {
+        return Err(format!("{column} is a {kind}, not a TIMESTAMPTZ"));
+    }
+    let micros: i64 = row.try_get_unchecked(column).map_err(|e| e.to_string())?;
+    micros
+        .checked_add(PG_EPOCH_MICROS)
+        .and_then(|us| OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000).ok())
+        .ok_or_else(|| format!("{column} is out of range"))
+}
+
 /// Reads a record from a row, or says why it cannot (a corrupt row).
 fn decode_record(row: &PgRow) -> Result<(IdHash, Record), String> {
     let column = |e: sqlx::Error| e.to_string();
@@ -391,10 +413,10 @@ fn decode_record(row: &PgRow) -> Result<(IdHash, Record), String> {
     let record = Record {
         data: data.into_iter().collect(),
         user_id: unescape_opt(row.try_get("user_id").map_err(column)?)?,
-        created_at: row.try_get("created_at").map_err(column)?,
-        last_seen: row.try_get("last_seen").map_err(column)?,
-        idle_deadline: row.try_get("idle_deadline").map_err(column)?,
-        absolute_deadline: row.try_get("absolute_deadline").map_err(column)?,
+        created_at: instant(row, "created_at")?,
+        last_seen: instant(row, "last_seen")?,
+        idle_deadline: instant(row, "idle_deadline")?,
+        absolute_deadline: instant(row, "absolute_deadline")?,
         remember_me: row.try_get("remember_me").map_err(column)?,
         ip: unescape_opt(row.try_get("ip").map_err(column)?)?,
         user_agent: unescape_opt(row.try_get("user_agent").map_err(column)?)?,
