@@ -223,6 +223,80 @@ async fn a_slow_cache_counts_as_down() {
     assert_eq!(store.fallbacks(), 2);
 }
 
+/// A write whose caller stops waiting once the backing store has it (the layer's store
+/// timeout, a client gone away) still invalidates the cached copies: a session deleted,
+/// revoked or rotated away in the database is never served from the cache afterwards.
+#[tokio::test]
+async fn a_write_abandoned_before_its_invalidation_still_invalidates() {
+    let flaky = Flaky::new();
+    let one = CachingStore::new(flaky.clone(), sqlite().await);
+    let two = CachingStore::new(flaky.clone(), sqlite_twin(one.backing()).await);
+    let (deleted, revoked, rotated, changed) = (key(), key(), key(), key());
+    for k in [&deleted, &revoked, &rotated, &changed] {
+        assert!(one.create(k, &record(Some("ann"))).await.unwrap());
+        assert!(two.load(k).await.unwrap().is_some(), "cached");
+    }
+    let beas = [key(), key()];
+    for k in &beas {
+        assert!(one.create(k, &record(Some("bea"))).await.unwrap());
+        assert!(two.load(k).await.unwrap().is_some(), "cached");
+    }
+    // Each cache call now takes 100 ms (well within the cache timeout), and each caller
+    // gives up after 50 ms: long after the database answered, before the cache did.
+    flaky.lag_ms.store(100, Ordering::Relaxed);
+    let give_up = StdDuration::from_millis(50);
+    let new = key();
+    let abandoned = [
+        tokio::time::timeout(give_up, one.delete(&deleted))
+            .await
+            .is_err(),
+        tokio::time::timeout(give_up, one.delete_user_session("ann", &revoked))
+            .await
+            .is_err(),
+        tokio::time::timeout(give_up, one.rotate(&rotated, &new, &Delta::default()))
+            .await
+            .is_err(),
+        tokio::time::timeout(give_up, one.apply(&changed, &setting("x", json!(1))))
+            .await
+            .is_err(),
+        tokio::time::timeout(give_up, one.delete_user("bea", None))
+            .await
+            .is_err(),
+    ];
+    assert_eq!(abandoned, [true; 5], "each caller gave up mid-invalidation");
+    let backing = one.backing();
+    assert!(backing.load(&deleted).await.unwrap().is_none());
+    assert!(backing.load(&revoked).await.unwrap().is_none());
+    assert!(backing.load(&rotated).await.unwrap().is_none());
+    assert_eq!(backing.load(&changed).await.unwrap().unwrap().data["x"], 1);
+
+    flaky.lag_ms.store(0, Ordering::Relaxed);
+    tokio::time::sleep(StdDuration::from_millis(500)).await;
+    assert!(
+        two.load(&deleted).await.unwrap().is_none(),
+        "deleted, yet served"
+    );
+    assert!(
+        two.load(&revoked).await.unwrap().is_none(),
+        "revoked, yet served"
+    );
+    assert!(
+        two.load(&rotated).await.unwrap().is_none(),
+        "rotated away, yet served"
+    );
+    for k in &beas {
+        assert!(
+            two.load(k).await.unwrap().is_none(),
+            "logged out, yet served"
+        );
+    }
+    assert_eq!(
+        two.load(&changed).await.unwrap().unwrap().data.get("x"),
+        Some(&json!(1)),
+        "a stale copy hid a write"
+    );
+}
+
 /// A `MemoryStore` whose calls fail (as an unreachable server's would) or stall on demand,
 /// and which counts the calls made to it and the loads it answered.
 #[derive(Clone)]
@@ -230,6 +304,8 @@ struct Flaky {
     inner: MemoryStore,
     down: Arc<AtomicBool>,
     slow: Arc<AtomicBool>,
+    /// Milliseconds every call takes (within the cache timeout, unlike `slow`).
+    lag_ms: Arc<AtomicU64>,
     loads: Arc<AtomicU64>,
     calls: Arc<AtomicU64>,
 }
@@ -240,6 +316,7 @@ impl Flaky {
             inner: MemoryStore::new(),
             down: Arc::default(),
             slow: Arc::default(),
+            lag_ms: Arc::default(),
             loads: Arc::default(),
             calls: Arc::default(),
         }
@@ -249,6 +326,10 @@ impl Flaky {
         self.calls.fetch_add(1, Ordering::Relaxed);
         if self.slow.load(Ordering::Relaxed) {
             tokio::time::sleep(StdDuration::from_secs(5)).await;
+        }
+        let lag = self.lag_ms.load(Ordering::Relaxed);
+        if lag > 0 {
+            tokio::time::sleep(StdDuration::from_millis(lag)).await;
         }
         if self.down.load(Ordering::Relaxed) {
             return Err(Error::unavailable(std::io::Error::other(

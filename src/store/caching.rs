@@ -15,7 +15,9 @@
 //!   old record before the write therefore cannot put it back into the cache afterwards,
 //!   in this process or (with a cache shared by several servers, such as Redis) in any
 //!   other. So no request sees a session the backing store has destroyed, and no write is
-//!   hidden by an older cached copy.
+//!   hidden by an older cached copy. A write whose caller stops waiting before the
+//!   invalidation is done (the layer's store timeout, a client gone away), or whose backing
+//!   call fails with its fate unknown, has the invalidation finished in a task of its own.
 //! - **Counting and listing** (`list_user`, `count`, ...) and
 //!   [`rotated_away`](crate::SessionStore::rotated_away) always ask the backing store.
 //!
@@ -128,6 +130,71 @@ enum Cached {
     Record(Record),
     Invalidated,
     Unusable,
+}
+
+/// The cache work a write still owes once it has gone to the backing store.
+enum Owed {
+    /// Invalidate this key.
+    Key(IdHash),
+    /// Invalidate these keys (a user's sessions), then sweep the user's copies.
+    User {
+        user_id: String,
+        keep: Option<IdHash>,
+        keys: Vec<IdHash>,
+    },
+}
+
+/// Armed before a write goes to the backing store, disarmed once the cache has been told.
+/// Should the caller stop polling in between (the layer's store timeout, a client gone
+/// away), or the backing store fail with the write's fate unknown, dropping it finishes
+/// the invalidation in a task of its own: otherwise a session the database no longer has,
+/// or no longer has in that shape, would be served from the cache for a whole TTL.
+struct Unfinished<'a, C, B>
+where
+    C: SessionStore + Clone,
+    B: SessionStore + Clone,
+{
+    store: &'a CachingStore<C, B>,
+    owed: Option<Owed>,
+}
+
+impl<C, B> Unfinished<'_, C, B>
+where
+    C: SessionStore + Clone,
+    B: SessionStore + Clone,
+{
+    /// Tells the cache what the write owes it. Stopped part way, it is done again whole in
+    /// a task of its own (invalidating twice is harmless).
+    async fn pay(mut self) {
+        if let Some(owed) = &self.owed {
+            self.store.settle(owed).await;
+        }
+        self.owed = None;
+    }
+
+    /// The write changed nothing (a session that was not there): nothing is owed.
+    fn forgive(mut self) {
+        self.owed = None;
+    }
+}
+
+impl<C, B> Drop for Unfinished<'_, C, B>
+where
+    C: SessionStore + Clone,
+    B: SessionStore + Clone,
+{
+    fn drop(&mut self) {
+        let Some(owed) = self.owed.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime to finish on: at least stop this process serving copies.
+            self.store.distrust_cache();
+            return;
+        };
+        let store = self.store.clone();
+        runtime.spawn(async move { store.settle(&owed).await });
+    }
 }
 
 // Written by hand: a derive would require the stores to be `Debug`.
@@ -351,6 +418,46 @@ impl<C: SessionStore, B: SessionStore> CachingStore<C, B> {
     }
 }
 
+impl<C: SessionStore + Clone, B: SessionStore + Clone> CachingStore<C, B> {
+    /// A debt of `owed`, armed before a write to the backing store: see [`Unfinished`].
+    fn owe(&self, owed: Owed) -> Unfinished<'_, C, B> {
+        Unfinished {
+            store: self,
+            owed: Some(owed),
+        }
+    }
+
+    /// Tells the cache what a write owes it.
+    async fn settle(&self, owed: &Owed) {
+        match owed {
+            Owed::Key(key) => self.invalidate(key).await,
+            Owed::User {
+                user_id,
+                keep,
+                keys,
+            } => {
+                for key in keys {
+                    self.invalidate(key).await;
+                }
+                // Copies the cache holds under this user that the listing missed.
+                if self.cache_callable() {
+                    let swept = self
+                        .cache_call(
+                            "delete_user",
+                            self.cache.delete_user(user_id, keep.as_ref()),
+                        )
+                        .await;
+                    if swept.is_none() {
+                        self.distrust_cache();
+                    }
+                } else {
+                    self.distrust_cache();
+                }
+            }
+        }
+    }
+}
+
 /// `ttl` as a `time` duration (saturating).
 fn ttl_of(ttl: Duration) -> time::Duration {
     time::Duration::try_from(ttl).unwrap_or(time::Duration::MAX)
@@ -440,15 +547,19 @@ impl<C: SessionStore + Clone, B: SessionStore + Clone> SessionStore for CachingS
     }
 
     async fn apply(&self, key: &IdHash, delta: &Delta) -> Result<bool, Error> {
+        let debt = self.owe(Owed::Key(*key));
         let applied = self.backing.apply(key, delta).await?;
-        self.invalidate(key).await;
+        debt.pay().await;
         Ok(applied)
     }
 
     async fn rotate(&self, from: &IdHash, to: &IdHash, delta: &Delta) -> Result<bool, Error> {
+        let debt = self.owe(Owed::Key(*from));
         let rotated = self.backing.rotate(from, to, delta).await?;
         if rotated {
-            self.invalidate(from).await;
+            debt.pay().await;
+        } else {
+            debt.forgive();
         }
         Ok(rotated)
     }
@@ -458,8 +569,9 @@ impl<C: SessionStore + Clone, B: SessionStore + Clone> SessionStore for CachingS
     }
 
     async fn delete(&self, key: &IdHash) -> Result<bool, Error> {
+        let debt = self.owe(Owed::Key(*key));
         let deleted = self.backing.delete(key).await?;
-        self.invalidate(key).await;
+        debt.pay().await;
         Ok(deleted)
     }
 
@@ -469,28 +581,28 @@ impl<C: SessionStore + Clone, B: SessionStore + Clone> SessionStore for CachingS
 
     async fn delete_user(&self, user_id: &str, keep: Option<&IdHash>) -> Result<u64, Error> {
         let listed = self.backing.list_user(user_id).await?;
+        let owed = Owed::User {
+            user_id: user_id.to_owned(),
+            keep: keep.copied(),
+            keys: listed
+                .iter()
+                .map(|info| info.key)
+                .filter(|key| Some(key) != keep)
+                .collect(),
+        };
+        let debt = self.owe(owed);
         let deleted = self.backing.delete_user(user_id, keep).await?;
-        for info in listed.iter().filter(|info| Some(&info.key) != keep) {
-            self.invalidate(&info.key).await;
-        }
-        // Copies the cache holds under this user that the listing missed.
-        if self.cache_callable() {
-            let swept = self
-                .cache_call("delete_user", self.cache.delete_user(user_id, keep))
-                .await;
-            if swept.is_none() {
-                self.distrust_cache();
-            }
-        } else {
-            self.distrust_cache();
-        }
+        debt.pay().await;
         Ok(deleted)
     }
 
     async fn delete_user_session(&self, user_id: &str, key: &IdHash) -> Result<bool, Error> {
+        let debt = self.owe(Owed::Key(*key));
         let deleted = self.backing.delete_user_session(user_id, key).await?;
         if deleted {
-            self.invalidate(key).await;
+            debt.pay().await;
+        } else {
+            debt.forgive();
         }
         Ok(deleted)
     }
