@@ -87,6 +87,7 @@ macro_rules! store_conformance_tests {
             count_counts_live_sessions,
             unicode_and_nested_values_round_trip,
             a_delta_of_hundreds_of_keys_lands_whole,
+            a_value_too_deep_to_read_back_is_refused,
             concurrent_deltas_on_distinct_keys_all_survive,
             delete_racing_with_deltas_never_resurrects,
             rotate_racing_with_deltas_leaves_one_record,
@@ -733,6 +734,67 @@ pub async fn a_delta_of_hundreds_of_keys_lands_whole<H: Harness>(harness: &H) {
         load(&store, &to).await.expect("after rotate").data,
         want.data
     );
+}
+
+/// A value nests arrays and objects up to [`MAX_VALUE_DEPTH`](super::MAX_VALUE_DEPTH)
+/// levels: one that deep round-trips; a deeper one is refused when written (a `Serialize`
+/// error, nothing written), never stored only to make the whole session unreadable, and
+/// so lost, at its next load.
+pub async fn a_value_too_deep_to_read_back_is_refused<H: Harness>(harness: &H) {
+    let nested = |depth: usize| {
+        let mut value = json!("leaf");
+        for level in 0..depth {
+            value = if level % 2 == 0 {
+                json!([value])
+            } else {
+                json!({ "k": value })
+            };
+        }
+        value
+    };
+    let store = harness.fresh().await;
+    let deepest = nested(super::MAX_VALUE_DEPTH);
+    let too_deep = nested(super::MAX_VALUE_DEPTH + 1);
+
+    let mut record = record_for(Some("ann"));
+    record.data.insert("n".into(), json!(1));
+    record.data.insert("deep".into(), deepest.clone());
+    let key = created(&store, &record).await;
+    assert_eq!(
+        load(&store, &key)
+            .await
+            .expect("a session holding the deepest value")
+            .data["deep"],
+        deepest
+    );
+    let mut refused = record_for(Some("ann"));
+    refused.data.insert("deep".into(), too_deep.clone());
+    let other = self::key();
+    let err = store
+        .create(&other, &refused)
+        .await
+        .expect_err("create too deep");
+    assert_eq!(err.kind(), crate::ErrorKind::Serialize);
+    assert!(
+        load(&store, &other).await.is_none(),
+        "a refused create wrote"
+    );
+
+    let mut delta = delta_setting("deep", too_deep.clone());
+    delta.set("n", json!(2));
+    let err = store.apply(&key, &delta).await.expect_err("apply too deep");
+    assert_eq!(err.kind(), crate::ErrorKind::Serialize);
+    let err = store
+        .rotate(&key, &self::key(), &delta)
+        .await
+        .expect_err("rotate too deep");
+    assert_eq!(err.kind(), crate::ErrorKind::Serialize);
+    let kept = load(&store, &key)
+        .await
+        .expect("the session survives a refused write");
+    assert_eq!(kept.data["n"], 1, "a refused delta wrote part of itself");
+    assert_eq!(kept.data["deep"], deepest);
+    assert_eq!(store.count_user("ann").await.unwrap(), 1);
 }
 
 /// 50 concurrent deltas on one session, each setting its own key: all 50 survive.

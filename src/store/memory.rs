@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::{SessionStore, ROTATION_TOMBSTONE};
+use super::{check_delta_depth, check_record_depth, SessionStore, ROTATION_TOMBSTONE};
 use crate::error::Error;
 use crate::id::IdHash;
 use crate::record::{Delta, Record, SessionInfo};
@@ -299,6 +299,7 @@ impl SessionStore for MemoryStore {
 
     /// Files the shared record itself: a new session costs no copy.
     async fn create_shared(&self, key: &IdHash, record: Arc<Record>) -> Result<bool, Error> {
+        check_record_depth(&record)?;
         self.start_purge_task();
         let filed = Arc::clone(&record);
         // The clock is read only when the key is taken, which a fresh ID's never is.
@@ -318,6 +319,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn apply(&self, key: &IdHash, delta: &Delta) -> Result<bool, Error> {
+        check_delta_depth(delta)?;
         let now = OffsetDateTime::now_utc();
         let (before, after) = {
             let mut shard = self.inner.lock_shard(key);
@@ -335,6 +337,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn rotate(&self, from: &IdHash, to: &IdHash, delta: &Delta) -> Result<bool, Error> {
+        check_delta_depth(delta)?;
         let now = OffsetDateTime::now_utc();
         let (from_shard, to_shard) = (self.inner.shard(from), self.inner.shard(to));
         let (before, after) = if from_shard == to_shard {

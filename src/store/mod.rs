@@ -24,6 +24,9 @@
 //! - **Per-user operations use an index**, costing O(that user's sessions).
 //! - **Corrupt records are absent.** A record that cannot be decoded is logged and treated
 //!   as absent, never a panic.
+//! - **What is written can be read back.** A value nested deeper than [`MAX_VALUE_DEPTH`]
+//!   is refused when written (nothing is written), rather than stored only to make the
+//!   whole session unreadable.
 //!
 //! ```
 //! use sessionware::{Delta, Id, MemoryStore, Record, SessionStore};
@@ -49,6 +52,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use serde_json::Value;
 use time::Duration;
 
 use crate::error::Error;
@@ -67,6 +71,54 @@ pub mod sql;
 /// How long a store remembers that a key was rotated away (see
 /// [`SessionStore::rotated_away`]): longer than any request should be in flight.
 pub const ROTATION_TOMBSTONE: Duration = Duration::minutes(5);
+
+/// How deeply a session value may nest arrays and objects (an array or object is one
+/// level, each array or object inside it one more). The stores that keep values as JSON
+/// read them back with serde_json, which refuses more than 127 levels, and the SQL stores
+/// keep a session's data as one object, a level more: a deeper value would be stored, then
+/// make the whole session unreadable. So every store refuses it when it is written, with
+/// an [`ErrorKind::Serialize`](crate::ErrorKind::Serialize) error.
+pub const MAX_VALUE_DEPTH: usize = 126;
+
+/// Refuses a value nested deeper than [`MAX_VALUE_DEPTH`]. Walks the value with a stack
+/// of its own, not by recursion, so that a value far too deep cannot overflow the thread's.
+pub(crate) fn check_depth(value: &Value) -> Result<(), Error> {
+    let nests = |value: &Value| value.is_array() || value.is_object();
+    // Scalars, by far the most common values, cost no allocation.
+    if !nests(value) {
+        return Ok(());
+    }
+    // Only arrays and objects are pushed, each with its level.
+    let mut pending = vec![(value, 1)];
+    while let Some((value, depth)) = pending.pop() {
+        if depth > MAX_VALUE_DEPTH {
+            return Err(Error::serialize(serde::ser::Error::custom(format!(
+                "a session value nests deeper than {MAX_VALUE_DEPTH} levels"
+            ))));
+        }
+        let below = |child: &'_ Value| nests(child);
+        match value {
+            Value::Array(items) => {
+                pending.extend(items.iter().filter(|c| below(c)).map(|c| (c, depth + 1)))
+            }
+            Value::Object(map) => {
+                pending.extend(map.values().filter(|c| below(c)).map(|c| (c, depth + 1)))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// [`check_depth`] on every value `delta` sets.
+pub(crate) fn check_delta_depth(delta: &Delta) -> Result<(), Error> {
+    delta.sets().try_for_each(|(_, value)| check_depth(value))
+}
+
+/// [`check_depth`] on every value of `record`.
+pub(crate) fn check_record_depth(record: &Record) -> Result<(), Error> {
+    record.data.values().try_for_each(check_depth)
+}
 
 /// A place to keep sessions. See the [module docs](self) for the contract.
 ///

@@ -92,7 +92,7 @@ use time::OffsetDateTime;
 use self::codec::{decode, pairs, push_delta, push_record};
 use self::conn::{is_wrong_type, to_error, Conn};
 use self::lua::Scripts;
-use super::{SessionStore, ROTATION_TOMBSTONE};
+use super::{check_delta_depth, check_record_depth, SessionStore, ROTATION_TOMBSTONE};
 use crate::error::Error;
 use crate::id::IdHash;
 use crate::millis::unix_millis;
@@ -458,6 +458,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn create(&self, key: &IdHash, record: &Record) -> Result<bool, Error> {
+        check_record_depth(record)?;
         match self.file(key, record, now_ms()).await? {
             Some(fixups) => {
                 self.fix_indexes(fixups).await?;
@@ -468,6 +469,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn apply(&self, key: &IdHash, delta: &Delta) -> Result<bool, Error> {
+        check_delta_depth(delta)?;
         let now = now_ms();
         let member = key.to_string();
         let mut cmd = self.script(&self.scripts.apply, &[&self.session_key(key)], now);
@@ -511,6 +513,9 @@ impl SessionStore for RedisStore {
     }
 
     async fn rotate(&self, from: &IdHash, to: &IdHash, delta: &Delta) -> Result<bool, Error> {
+        // Checked before anything is written: on a cluster the record leaves its old key
+        // before the delta is encoded.
+        check_delta_depth(delta)?;
         let now = now_ms();
         if self.conn.is_cluster() {
             return self.rotate_across_slots(from, to, delta, now).await;

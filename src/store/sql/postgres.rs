@@ -17,7 +17,7 @@ use super::{
 use crate::error::Error;
 use crate::id::IdHash;
 use crate::record::{Delta, Record, SessionInfo};
-use crate::store::{SessionStore, ROTATION_TOMBSTONE};
+use crate::store::{check_delta_depth, check_record_depth, SessionStore, ROTATION_TOMBSTONE};
 
 /// Connections in a pool [`PostgresStore::connect`] makes.
 const POOL_SIZE: u32 = 16;
@@ -212,6 +212,7 @@ impl PostgresStore {
         move_to: Option<&IdHash>,
         delta: &Delta,
     ) -> Result<bool, Error> {
+        check_delta_depth(delta)?;
         let removed: Vec<String> = delta.removals().map(|k| escape(k).into_owned()).collect();
         let set: Map<String, Value> = delta
             .sets()
@@ -503,6 +504,7 @@ impl SessionStore for PostgresStore {
     }
 
     async fn create(&self, key: &IdHash, record: &Record) -> Result<bool, Error> {
+        check_record_depth(record)?;
         let data = Value::Object(
             record
                 .data

@@ -22,7 +22,7 @@ use crate::error::Error;
 use crate::id::IdHash;
 use crate::millis::{from_unix_millis, unix_millis};
 use crate::record::{Delta, Record, SessionInfo};
-use crate::store::{SessionStore, ROTATION_TOMBSTONE};
+use crate::store::{check_delta_depth, check_record_depth, SessionStore, ROTATION_TOMBSTONE};
 
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -478,6 +478,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn create(&self, key: &IdHash, record: &Record) -> Result<bool, Error> {
+        check_record_depth(record)?;
         let data = serde_json::to_string(&record.data).map_err(Error::serialize)?;
         // An expired row under the same key is replaced; a live one is left alone.
         let done = sqlx::query(&format!(
@@ -512,10 +513,12 @@ impl SessionStore for SqliteStore {
     }
 
     async fn apply(&self, key: &IdHash, delta: &Delta) -> Result<bool, Error> {
+        check_delta_depth(delta)?;
         self.update(&self.pool, key, None, delta).await
     }
 
     async fn rotate(&self, from: &IdHash, to: &IdHash, delta: &Delta) -> Result<bool, Error> {
+        check_delta_depth(delta)?;
         // One transaction holding the write lock from its first statement (`BEGIN
         // IMMEDIATE`: no lock upgrade, so no "database is locked" mid-way): the row changes
         // key and content in one UPDATE, so no request ever sees both keys working and a
