@@ -74,6 +74,7 @@ macro_rules! store_conformance_tests {
             clear_removes_every_key_then_sets,
             identity_change_moves_the_user_index,
             expired_sessions_are_absent_before_cleanup,
+            ending_an_expired_session_ends_nothing,
             extended_deadline_keeps_a_session_alive,
             delta_times_change_only_what_they_name,
             extended_session_stays_listed_and_revocable,
@@ -351,6 +352,44 @@ pub async fn expired_sessions_are_absent_before_cleanup<H: Harness>(harness: &H)
         store.create(&key, &record_for(None)).await.unwrap(),
         "an expired key is free again"
     );
+}
+
+/// To the operations that end sessions an expired one is absent too, cleanup or not:
+/// deleting or revoking it reports `false`, revoking its user's sessions does not count it,
+/// and a session filed under its key afterwards belongs to its new owner alone.
+pub async fn ending_an_expired_session_ends_nothing<H: Harness>(harness: &H) {
+    let store = harness.fresh().await;
+    let mut short = record_for(Some("ann"));
+    short.idle_deadline = now() + Duration::milliseconds(300);
+    let deleted = created(&store, &short).await;
+    let revoked = created(&store, &short).await;
+    let reused = created(&store, &short).await;
+    let live = created(&store, &record_for(Some("ann"))).await;
+    tokio::time::sleep(StdDuration::from_millis(450)).await;
+    assert!(
+        !store.delete(&deleted).await.unwrap(),
+        "delete of an expired session"
+    );
+    assert!(
+        !store.delete_user_session("ann", &revoked).await.unwrap(),
+        "revocation of an expired session"
+    );
+    assert_eq!(
+        store.delete_user("ann", None).await.unwrap(),
+        1,
+        "revoking a user's sessions counted expired ones"
+    );
+    assert!(load(&store, &live).await.is_none());
+    assert!(store
+        .create(&reused, &record_for(Some("bob")))
+        .await
+        .unwrap());
+    assert!(store.list_user("ann").await.unwrap().is_empty());
+    assert_eq!(store.count_user("ann").await.unwrap(), 0);
+    assert_eq!(store.delete_user("ann", None).await.unwrap(), 0);
+    let bobs = store.list_user("bob").await.unwrap();
+    assert_eq!(bobs.iter().map(|s| s.key).collect::<Vec<_>>(), vec![reused]);
+    assert_eq!(store.count().await.unwrap(), 1);
 }
 
 /// A delta that moves the idle deadline keeps the session alive past the old one.
