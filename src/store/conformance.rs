@@ -934,6 +934,56 @@ pub async fn rotate_racing_with_deltas_leaves_one_record<H: Harness>(harness: &H
     assert_eq!(listed.iter().map(|s| s.key).collect::<Vec<_>>(), vec![new]);
 }
 
+/// Revoking a user's sessions ends every one of them, even one whose ID keeps rotating
+/// meanwhile (a holder of a stolen cookie hammering an endpoint that cycles the ID): a
+/// rotation moves the session, it must not carry it out of the revocation's reach.
+///
+/// Not yet among the rules [`store_conformance_tests!`](crate::store_conformance_tests)
+/// runs: `RedisStore` on a cluster, where a rotation crosses slots in steps, does not keep
+/// it. Every other store's tests call it.
+pub async fn revoking_a_user_ends_a_session_rotating_meanwhile<H: Harness>(harness: &H) {
+    let store = harness.fresh().await;
+    let twin = harness.twin(&store).await;
+    for round in 0..20 {
+        let user = format!("hunted{round}");
+        let first = created(&store, &record_for(Some(&user))).await;
+        let rotator = twin.clone();
+        let rotations = tokio::spawn(async move {
+            let mut current = first;
+            let mut moves = 0_u64;
+            loop {
+                let next = self::key();
+                match rotator.rotate(&current, &next, &Delta::default()).await {
+                    Ok(true) => {
+                        current = next;
+                        moves += 1;
+                    }
+                    Ok(false) => return (moves, None),
+                    Err(err) => return (moves, Some(err)),
+                }
+                if moves > 100_000 {
+                    return (moves, None);
+                }
+            }
+        });
+        tokio::time::sleep(StdDuration::from_millis(5)).await;
+        store.delete_user(&user, None).await.expect("delete_user");
+        let (moves, err) = tokio::time::timeout(StdDuration::from_secs(10), rotations)
+            .await
+            .expect("the rotating session ended")
+            .unwrap();
+        assert!(err.is_none(), "rotation failed: {err:?}");
+        assert!(
+            moves <= 100_000,
+            "round {round}: the session kept rotating after its user was revoked"
+        );
+        assert!(
+            store.list_user(&user).await.unwrap().is_empty(),
+            "round {round}: a session of a revoked user survived (after {moves} rotations)"
+        );
+    }
+}
+
 // ---- Layer-level rules: real requests through a SessionLayer over the store. ----
 
 /// A small service that acts on its session as the request path says:

@@ -177,26 +177,36 @@ impl Inner {
         lock(&self.shards[self.shard(key)])
     }
 
+    fn user_shard(&self, user_id: &str) -> usize {
+        self.user_hasher.hash_one(user_id) as usize % SHARDS
+    }
+
     fn users(&self, user_id: &str) -> MutexGuard<'_, UserIndex> {
-        let shard = self.user_hasher.hash_one(user_id) as usize % SHARDS;
-        lock(&self.users[shard])
+        lock(&self.users[self.user_shard(user_id)])
+    }
+
+    /// Locks the index entries of the users given (a session's owner before and after a
+    /// rotation), in shard order, so that two rotations cannot deadlock. Taken before any
+    /// record shard, as [`delete_user`](SessionStore::delete_user) takes them.
+    fn lock_users(&self, users: [Option<&str>; 2]) -> UserLocks<'_> {
+        let mut shards: Vec<usize> = users.iter().flatten().map(|u| self.user_shard(u)).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        UserLocks {
+            inner: self,
+            guards: shards
+                .into_iter()
+                .map(|n| (n, lock(&self.users[n])))
+                .collect(),
+        }
     }
 
     fn index(&self, user_id: &str, key: IdHash) {
-        self.users(user_id)
-            .entry(user_id.to_owned())
-            .or_default()
-            .insert(key);
+        index_in(&mut self.users(user_id), user_id, key);
     }
 
     fn unindex(&self, user_id: &str, key: &IdHash) {
-        let mut users = self.users(user_id);
-        if let Some(keys) = users.get_mut(user_id) {
-            keys.remove(key);
-            if keys.is_empty() {
-                users.remove(user_id);
-            }
-        }
+        unindex_in(&mut self.users(user_id), user_id, key);
     }
 
     /// Moves `key` from one user's index entry to another's, if the owner changed.
@@ -239,6 +249,34 @@ impl Inner {
             }
             None => false,
         }
+    }
+
+    /// Rotates with the owners' index entries already locked: returns `None` (changing
+    /// nothing) if `from` has no live record, `Some(false)` if its owner is no longer
+    /// `owner`, else `Some(true)` once the record has moved.
+    fn move_with_owner(
+        &self,
+        from: &IdHash,
+        to: &IdHash,
+        delta: &Delta,
+        owner: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Option<bool> {
+        let (from_shard, to_shard) = (self.shard(from), self.shard(to));
+        if from_shard == to_shard {
+            let mut shard = lock(&self.shards[from_shard]);
+            return move_record(&mut shard, None, from, to, delta, owner, now);
+        }
+        // Two shards: lock in index order so two opposite rotations cannot deadlock.
+        let (first, second) = (from_shard.min(to_shard), from_shard.max(to_shard));
+        let mut low = lock(&self.shards[first]);
+        let mut high = lock(&self.shards[second]);
+        let (source, target) = if from_shard < to_shard {
+            (&mut *low, &mut *high)
+        } else {
+            (&mut *high, &mut *low)
+        };
+        move_record(source, Some(target), from, to, delta, owner, now)
     }
 
     async fn purge_expired(&self, now: OffsetDateTime) -> u64 {
@@ -336,38 +374,40 @@ impl SessionStore for MemoryStore {
         Ok(true)
     }
 
+    /// Moves the record and its index entry while holding its owner's index entry, which
+    /// [`delete_user`](SessionStore::delete_user) holds too: a session cannot rotate out of
+    /// reach of its user's revocation.
     async fn rotate(&self, from: &IdHash, to: &IdHash, delta: &Delta) -> Result<bool, Error> {
         check_delta_depth(delta)?;
-        let now = OffsetDateTime::now_utc();
-        let (from_shard, to_shard) = (self.inner.shard(from), self.inner.shard(to));
-        let (before, after) = if from_shard == to_shard {
-            let mut shard = lock(&self.inner.shards[from_shard]);
-            match move_record(&mut shard, None, from, to, delta, now) {
-                Some(owners) => owners,
-                None => return Ok(false),
-            }
-        } else {
-            // Two shards: lock in index order so two opposite rotations cannot deadlock.
-            let (first, second) = (from_shard.min(to_shard), from_shard.max(to_shard));
-            let mut low = lock(&self.inner.shards[first]);
-            let mut high = lock(&self.inner.shards[second]);
-            let (source, target) = if from_shard < to_shard {
-                (&mut *low, &mut *high)
-            } else {
-                (&mut *high, &mut *low)
+        loop {
+            let now = OffsetDateTime::now_utc();
+            // The owner, read first to know whose index entry to lock; checked again once
+            // it is locked, in case a delta changed it in between.
+            let owner = match self.inner.lock_shard(from).sessions.get(from) {
+                Some(record) if !record.is_expired(now) => record.user_id.clone(),
+                _ => return Ok(false),
             };
-            match move_record(source, Some(target), from, to, delta, now) {
-                Some(owners) => owners,
+            let after = match &delta.user_id {
+                Some(user) => user.clone(),
+                None => owner.clone(),
+            };
+            let mut users = self.inner.lock_users([owner.as_deref(), after.as_deref()]);
+            match self
+                .inner
+                .move_with_owner(from, to, delta, owner.as_deref(), now)
+            {
                 None => return Ok(false),
+                Some(false) => continue,
+                Some(true) => {}
             }
-        };
-        if let Some(user) = &before {
-            self.inner.unindex(user, from);
+            if let Some(user) = &owner {
+                users.unindex(user, from);
+            }
+            if let Some(user) = &after {
+                users.index(user, *to);
+            }
+            return Ok(true);
         }
-        if let Some(user) = &after {
-            self.inner.index(user, *to);
-        }
-        Ok(true)
     }
 
     async fn rotated_away(&self, key: &IdHash) -> Result<bool, Error> {
@@ -397,16 +437,31 @@ impl SessionStore for MemoryStore {
             .collect())
     }
 
+    /// Holds the user's index entry throughout, as a rotation of one of the user's
+    /// sessions does: read first and deleted after, a session could otherwise be rotated to
+    /// a key the reading never saw, and outlive its user's revocation.
     async fn delete_user(&self, user_id: &str, keep: Option<&IdHash>) -> Result<u64, Error> {
+        let now = OffsetDateTime::now_utc();
+        let mut users = self.inner.users(user_id);
+        let keys: Vec<IdHash> = match users.get(user_id) {
+            Some(keys) => keys.iter().copied().collect(),
+            None => return Ok(0),
+        };
         let mut deleted = 0;
-        for key in self.inner.user_keys(user_id) {
-            if Some(&key) == keep {
-                continue;
-            }
-            if self
-                .inner
-                .remove_where(&key, |r| r.user_id.as_deref() == Some(user_id))
-            {
+        for key in keys.iter().filter(|key| Some(*key) != keep) {
+            let removed = {
+                let mut shard = self.inner.lock_shard(key);
+                match shard.sessions.get(key) {
+                    Some(record) if record.user_id.as_deref() == Some(user_id) => {
+                        shard.sessions.remove(key)
+                    }
+                    _ => None,
+                }
+            };
+            // The entry goes either way: its session is gone now, or was gone or another
+            // user's already.
+            unindex_in(&mut users, user_id, key);
+            if removed.is_some_and(|record| !record.is_expired(now)) {
                 deleted += 1;
             }
         }
@@ -440,26 +495,65 @@ impl SessionStore for MemoryStore {
 
 /// Takes the live record under `from` out of `source`, leaves a tombstone in its place,
 /// applies `delta`, and files the record under `to` (in `target`, or in `source` when both
-/// keys share a shard). Returns the owner before and after, or `None` (changing nothing)
-/// when `from` has no live record.
+/// keys share a shard). Returns `None` (changing nothing) when `from` has no live record,
+/// `Some(false)` (changing nothing) when its owner is not `owner`, else `Some(true)`.
 fn move_record(
     source: &mut Shard,
     target: Option<&mut Shard>,
     from: &IdHash,
     to: &IdHash,
     delta: &Delta,
+    owner: Option<&str>,
     now: OffsetDateTime,
-) -> Option<(Option<String>, Option<String>)> {
-    if source.sessions.get(from).is_none_or(|r| r.is_expired(now)) {
-        return None;
+) -> Option<bool> {
+    let record = source.sessions.get(from).filter(|r| !r.is_expired(now))?;
+    if record.user_id.as_deref() != owner {
+        return Some(false);
     }
     let mut record = source.sessions.remove(from)?;
     source.tombstones.insert(*from, now + ROTATION_TOMBSTONE);
-    let before = record.user_id.clone();
     delta.apply_to(Arc::make_mut(&mut record));
-    let after = record.user_id.clone();
     target.unwrap_or(source).sessions.insert(*to, record);
-    Some((before, after))
+    Some(true)
+}
+
+/// The index entries of up to two users, locked (see [`Inner::lock_users`]).
+struct UserLocks<'a> {
+    inner: &'a Inner,
+    guards: Vec<(usize, MutexGuard<'a, UserIndex>)>,
+}
+
+impl UserLocks<'_> {
+    fn entry(&mut self, user_id: &str) -> &mut UserIndex {
+        let shard = self.inner.user_shard(user_id);
+        let (_, guard) = self
+            .guards
+            .iter_mut()
+            .find(|(n, _)| *n == shard)
+            .expect("the user's index shard was locked");
+        guard
+    }
+
+    fn index(&mut self, user_id: &str, key: IdHash) {
+        index_in(self.entry(user_id), user_id, key);
+    }
+
+    fn unindex(&mut self, user_id: &str, key: &IdHash) {
+        unindex_in(self.entry(user_id), user_id, key);
+    }
+}
+
+fn index_in(users: &mut UserIndex, user_id: &str, key: IdHash) {
+    users.entry(user_id.to_owned()).or_default().insert(key);
+}
+
+fn unindex_in(users: &mut UserIndex, user_id: &str, key: &IdHash) {
+    if let Some(keys) = users.get_mut(user_id) {
+        keys.remove(key);
+        if keys.is_empty() {
+            users.remove(user_id);
+        }
+    }
 }
 
 #[cfg(test)]

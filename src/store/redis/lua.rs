@@ -288,6 +288,29 @@ end
 return {1, user or false}
 "#;
 
+/// Single server only. `KEYS[1]` the user's index, `ARGV[4]` the user, `ARGV[5]` the member
+/// to keep (`''` for none). Deletes every live session of the user the index lists, and
+/// its index entries, in one step: read first and deleted after, a session could be
+/// rotated to a key the reading never saw, and outlive its user's revocation. Returns how
+/// many it deleted.
+const DELETE_USER: &str = r#"
+local user, keep = ARGV[4], ARGV[5]
+local deleted = 0
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')) do
+  if member ~= keep then
+    local key = prefix .. ':s:{' .. member .. '}'
+    local expires, owner = live(key)
+    if expires and owner == user then
+      redis.call('DEL', key)
+      index_remove(all_key, member)
+      index_remove(KEYS[1], member)
+      deleted = deleted + 1
+    end
+  end
+end
+return deleted
+"#;
+
 /// Cluster index upkeep, on one index key. `KEYS[1]` the index, `ARGV[4]` the member,
 /// `ARGV[5]` `'add'` or `'remove'`, `ARGV[6]` the expiry, `ARGV[7]` a `ZADD` flag (`XX`,
 /// `GT`) or `''`. With `GT` a score only ever rises; with `XX` it may fall.
@@ -316,6 +339,7 @@ pub(super) struct Scripts {
     pub(super) rotate: redis::Script,
     pub(super) take: redis::Script,
     pub(super) delete: redis::Script,
+    pub(super) delete_user: redis::Script,
     pub(super) index: redis::Script,
 }
 
@@ -331,17 +355,19 @@ impl Scripts {
             rotate: script(&[LIVE, SPREAD, INDEXES, APPLY_DELTA, ROTATE]),
             take: script(&[LIVE, TAKE]),
             delete: script(&[LIVE, INDEXES, DELETE]),
+            delete_user: script(&[LIVE, INDEXES, DELETE_USER]),
             index: script(&[INDEXES, INDEX]),
         }
     }
 
-    pub(super) fn all(&self) -> [&redis::Script; 6] {
+    pub(super) fn all(&self) -> [&redis::Script; 7] {
         [
             &self.create,
             &self.apply,
             &self.rotate,
             &self.take,
             &self.delete,
+            &self.delete_user,
             &self.index,
         ]
     }

@@ -52,14 +52,17 @@
 //! one socket write and one read for a whole batch of requests instead of one per command,
 //! which saves Redis and the application CPU per request (at most 1024 commands per
 //! pipeline; figures in BENCHMARKS.md). Each
-//! command still gets its own reply. (Per-user operations, already one pipeline each, go
+//! command still gets its own reply. (Per-user reads, already one pipeline each, go
 //! straight to the connection.) On a cluster a creation, a
 //! deletion, a rotation, and a write that moves the session's expiry or changes its user
 //! add one round trip for the index updates. There the user index is scored by absolute
 //! deadlines, which sliding refreshes never move, so a refresh updates only the count
 //! index. Per-user operations read the user's sorted set and then that user's sessions
 //! (pipelined on a single server, concurrent calls to their nodes on a cluster): two round
-//! trips, O(that user's sessions), never a keyspace scan. `count` is one `ZCOUNT`: exact on
+//! trips, O(that user's sessions), never a keyspace scan. On a single server `delete_user`
+//! is one script instead, reading the index and deleting in one step, so that no session
+//! can rotate out of its user's revocation; on a cluster, where a rotation crosses slots in
+//! steps, a session rotating at that very moment still can. `count` is one `ZCOUNT`: exact on
 //! a single server; on a cluster its index is updated after each script, so it can be off
 //! for a moment while writes are in flight.
 //!
@@ -591,6 +594,13 @@ impl SessionStore for RedisStore {
 
     async fn delete_user(&self, user_id: &str, keep: Option<&IdHash>) -> Result<u64, Error> {
         let now = now_ms();
+        if !self.conn.is_cluster() {
+            // One script: no rotation can move a session out of reach in between.
+            let mut cmd = self.script(&self.scripts.delete_user, &[&self.user_key(user_id)], now);
+            cmd.arg(user_id)
+                .arg(keep.map(IdHash::to_string).unwrap_or_default());
+            return self.query(&cmd).await;
+        }
         let keys: Vec<IdHash> = self
             .user_members(user_id, now)
             .await?
