@@ -198,8 +198,16 @@ impl Session {
     }
 
     /// Sets `key` to `value`, starting a session if there is none.
+    ///
+    /// A value that cannot be serialized, or that nests deeper than
+    /// [`MAX_VALUE_DEPTH`](crate::store::MAX_VALUE_DEPTH), is an
+    /// [`ErrorKind::Serialize`](crate::ErrorKind::Serialize) error here, and the session is
+    /// left as it was.
     pub async fn insert(&self, key: &str, value: impl Serialize) -> Result<(), Error> {
         let value = serde_json::to_value(value).map_err(Error::serialize)?;
+        // Refused here, where the handler can still answer for it, not at write-back,
+        // where the store would refuse it and fail the whole response.
+        crate::store::check_depth(&value)?;
         let mut state = self.loaded_to_change().await?;
         self.ensure_session(&mut state)?;
         state.delta.set(key, value);

@@ -1623,3 +1623,30 @@ async fn switching_remember_me_off_on_a_session_older_than_the_standard_lifetime
     assert_eq!(fresh.data.get("flash"), Some(&json!("settings saved")));
     assert!(fresh.user_id.is_none() && fresh.data.get("seed").is_none());
 }
+
+#[tokio::test]
+async fn a_value_too_deep_to_store_is_refused_by_insert_and_the_request_goes_on() {
+    let store = store();
+    let mut too_deep = json!(1);
+    for _ in 0..=sessionware::store::MAX_VALUE_DEPTH {
+        too_deep = json!([too_deep]);
+    }
+    let app = race_router(
+        SessionLayer::new(store.clone()),
+        move |session: Session| async move {
+            let refused = session.insert("deep", too_deep).await.map_err(|e| e.kind());
+            session.insert("fine", 1).await?;
+            Ok::<_, sessionware::Error>(format!("{refused:?}"))
+        },
+    );
+    let reply = send(&app, get("/race", None)).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, "Err(Serialize)"),
+        "the handler hears of it at insert, and its other changes are saved"
+    );
+    let id = reply.cookie("id").expect("the session was saved");
+    let record = store.inner.load(&hash(&id)).await.unwrap().unwrap();
+    assert_eq!(record.data.get("fine"), Some(&json!(1)));
+    assert!(record.data.get("deep").is_none());
+}
