@@ -111,11 +111,23 @@ pub(crate) fn check_depth(value: &Value) -> Result<(), Error> {
 }
 
 /// [`check_depth`] on every value `delta` sets.
+#[cfg(any(
+    feature = "memory",
+    feature = "redis",
+    feature = "postgres",
+    feature = "sqlite"
+))]
 pub(crate) fn check_delta_depth(delta: &Delta) -> Result<(), Error> {
     delta.sets().try_for_each(|(_, value)| check_depth(value))
 }
 
 /// [`check_depth`] on every value of `record`.
+#[cfg(any(
+    feature = "memory",
+    feature = "redis",
+    feature = "postgres",
+    feature = "sqlite"
+))]
 pub(crate) fn check_record_depth(record: &Record) -> Result<(), Error> {
     record.data.values().try_for_each(check_depth)
 }
