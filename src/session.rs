@@ -59,8 +59,10 @@ const MAX_USER_AGENT: usize = 256;
 const UNTOUCHED: u8 = 0;
 /// ... one has (the layer saves what changed) ...
 const TOUCHED: u8 = 1;
-/// ... or nothing will save it: the response went out with the session untouched, or never
-/// went out (the inner service failed, or the request was dropped).
+/// ... or nothing will save a change any more: the write-back has run (or was skipped, the
+/// session being unchanged), or the response never went out (the inner service failed, or
+/// the request was dropped). Set under the state lock wherever a write-back starts, and
+/// read under it before every change, so no change slips in after it unsaved.
 const CLOSED: u8 = 2;
 /// How many fresh IDs to try should one collide with a live session (it never will).
 const CREATE_ATTEMPTS: usize = 3;
@@ -125,9 +127,6 @@ struct State {
     /// A handler called [`Session::set_remember_me`] in this request: its choice stands
     /// through a login as another user, which otherwise starts without remember-me.
     remember_me_chosen: bool,
-    /// Write-back has happened (or the response went out without one): a later change
-    /// would be lost, so it is refused.
-    saved: bool,
 }
 
 impl State {
@@ -410,15 +409,15 @@ impl Session {
     }
 
     async fn load_state(&self, change: bool) -> Result<MutexGuard<'_, State>, Error> {
-        let closed = self.shared.used.compare_exchange(
+        // Fails, leaving the mark as it is, once the session is touched or closed.
+        let _ = self.shared.used.compare_exchange(
             UNTOUCHED,
             TOUCHED,
             Ordering::AcqRel,
             Ordering::Acquire,
-        ) == Err(CLOSED);
+        );
         let mut state = self.lock_state().await;
-        state.saved |= closed;
-        if change && state.saved {
+        if change && self.shared.used.load(Ordering::Acquire) == CLOSED {
             tracing::warn!("session changed after its response was sent; the change is refused");
             return Err(Error::response_sent());
         }
@@ -581,7 +580,7 @@ impl Session {
             .is_ok()
     }
 
-    /// Makes every later change fail: the response will go out without a write-back.
+    /// Makes every later change fail: no write-back will save it (see [`CLOSED`]).
     pub(crate) fn close(&self) {
         self.shared.used.store(CLOSED, Ordering::Release);
     }
@@ -589,7 +588,7 @@ impl Session {
     /// Marks the session saved and returns `true` if this request changed nothing, so the
     /// layer can skip the save entirely (no future to build, no lock to wait for).
     pub(crate) fn finish_if_unchanged(&self) -> bool {
-        let Ok(mut state) = self.shared.state.try_lock() else {
+        let Ok(state) = self.shared.state.try_lock() else {
             return false; // someone holds the state (a spawned task): take the full path
         };
         let unchanged = !state.loaded
@@ -598,7 +597,7 @@ impl Session {
                 && state.delta.is_empty()
                 && !state.reissue_cookie);
         if unchanged {
-            state.saved = true;
+            self.close();
         }
         unchanged
     }
@@ -606,7 +605,7 @@ impl Session {
     /// Writes back what this request changed, and says what the response must carry.
     pub(crate) async fn save(&self) -> Result<Option<Outgoing>, Error> {
         let mut state = self.lock_state().await;
-        state.saved = true;
+        self.close();
         if !state.loaded {
             return Ok(None);
         }
