@@ -230,17 +230,25 @@ impl Inner {
             .unwrap_or_default()
     }
 
-    /// Removes the record under `key` if it is live and `keep_if` says so; unindexes it.
+    /// Takes the record under `key` out of its shard if `remove_if` says so (the index is
+    /// left to the caller, which may hold the owner's entry already).
+    fn take_where(
+        &self,
+        key: &IdHash,
+        remove_if: impl FnOnce(&Record) -> bool,
+    ) -> Option<Arc<Record>> {
+        let mut shard = self.lock_shard(key);
+        match shard.sessions.get(key) {
+            Some(record) if remove_if(record) => shard.sessions.remove(key),
+            _ => None,
+        }
+    }
+
+    /// Removes the record under `key` if `remove_if` says so and unindexes it; returns
+    /// whether it was live.
     fn remove_where(&self, key: &IdHash, remove_if: impl FnOnce(&Record) -> bool) -> bool {
         let now = OffsetDateTime::now_utc();
-        let removed = {
-            let mut shard = self.lock_shard(key);
-            match shard.sessions.get(key) {
-                Some(record) if remove_if(record) => shard.sessions.remove(key),
-                _ => None,
-            }
-        };
-        match removed {
+        match self.take_where(key, remove_if) {
             Some(record) => {
                 if let Some(user) = &record.user_id {
                     self.unindex(user, key);
@@ -449,15 +457,9 @@ impl SessionStore for MemoryStore {
         };
         let mut deleted = 0;
         for key in keys.iter().filter(|key| Some(*key) != keep) {
-            let removed = {
-                let mut shard = self.inner.lock_shard(key);
-                match shard.sessions.get(key) {
-                    Some(record) if record.user_id.as_deref() == Some(user_id) => {
-                        shard.sessions.remove(key)
-                    }
-                    _ => None,
-                }
-            };
+            let removed = self
+                .inner
+                .take_where(key, |r| r.user_id.as_deref() == Some(user_id));
             // The entry goes either way: its session is gone now, or was gone or another
             // user's already.
             unindex_in(&mut users, user_id, key);
