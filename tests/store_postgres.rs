@@ -64,10 +64,3 @@ impl Harness for Postgres {
 }
 
 sessionware::store_conformance_tests!(Postgres);
-
-// Not yet in the macro (a Redis Cluster does not keep it), but this store does.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revoking_a_user_ends_a_session_rotating_meanwhile() {
-    sessionware::store::conformance::revoking_a_user_ends_a_session_rotating_meanwhile(&Postgres)
-        .await;
-}

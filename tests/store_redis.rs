@@ -35,13 +35,6 @@ impl Harness for Single {
 
 sessionware::store_conformance_tests!(Single);
 
-// Not yet in the macro (a Redis Cluster does not keep it), but this store does.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revoking_a_user_ends_a_session_rotating_meanwhile() {
-    sessionware::store::conformance::revoking_a_user_ends_a_session_rotating_meanwhile(&Single)
-        .await;
-}
-
 fn record(user: Option<&str>, lifetime: Duration) -> Record {
     let now = OffsetDateTime::now_utc();
     let mut record = Record::new(now, now + lifetime, now + Duration::hours(12));

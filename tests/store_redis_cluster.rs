@@ -161,3 +161,86 @@ async fn an_extended_session_stays_listed_and_counted_past_its_first_deadline() 
     assert_eq!(store.delete_user("gus", None).await.unwrap(), 1);
     assert_eq!(store.count().await.unwrap(), 0);
 }
+
+/// A plain cluster connection, for putting keys in the states a rotation passes through.
+async fn raw_cluster() -> redis::cluster_async::ClusterConnection {
+    redis::cluster::ClusterClient::new(support::cluster_nodes())
+        .expect("valid cluster node URLs")
+        .get_async_connection()
+        .await
+        .expect("the test cluster answers")
+}
+
+/// Puts `from` where a cluster rotation to `to` leaves it after its first step: the record
+/// taken out, and a tombstone that names `to`.
+async fn take_out_as_a_rotation_does(store: &RedisStore, from: &IdHash, to: &IdHash) {
+    let mut conn = raw_cluster().await;
+    let prefix = store.prefix();
+    let tombstone = format!("{prefix}:t:{{{from}}}");
+    let _: () = redis::pipe()
+        .del(format!("{prefix}:s:{{{from}}}"))
+        .ignore()
+        .pset_ex(tombstone, to.to_string(), 300_000)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .expect("raw writes (one slot)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_follows_a_rotation_filed_but_not_yet_indexed() {
+    let store = support::cluster_store(&support::unique_prefix("chase")).await;
+    let (from, to) = (Id::random().unwrap().hash(), Id::random().unwrap().hash());
+    assert!(store.create(&from, &record("ivy")).await.unwrap());
+    // The rotation has filed the record under `to`, but its index updates are still in
+    // flight: the user's index lists only `from`, whose record is gone.
+    take_out_as_a_rotation_does(&store, &from, &to).await;
+    assert!(store.create(&to, &record("ivy")).await.unwrap());
+    let mut conn = raw_cluster().await;
+    let prefix = store.prefix();
+    for index in [format!("{prefix}:u:{{ivy}}"), format!("{prefix}:all")] {
+        let _: i64 = redis::cmd("ZREM")
+            .arg(index)
+            .arg(to.to_string())
+            .query_async(&mut conn)
+            .await
+            .expect("raw ZREM");
+    }
+
+    assert_eq!(store.delete_user("ivy", None).await.unwrap(), 1);
+    assert!(
+        store.load(&to).await.unwrap().is_none(),
+        "the rotated session survived"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_whose_user_is_revoked_between_its_steps_cannot_finish() {
+    let store = support::cluster_store(&support::unique_prefix("stop")).await;
+    let (from, to) = (Id::random().unwrap().hash(), Id::random().unwrap().hash());
+    assert!(store.create(&from, &record("ivy")).await.unwrap());
+    // Revoked after the rotation took the record out of `from`, before it filed it.
+    take_out_as_a_rotation_does(&store, &from, &to).await;
+    assert_eq!(
+        store.delete_user("ivy", None).await.unwrap(),
+        1,
+        "the session in flight counts as revoked"
+    );
+    assert!(
+        store.rotated_away(&to).await.unwrap(),
+        "the new key is marked"
+    );
+
+    // The rotation's second step, which the mark must stop: filing a record under `to`
+    // as a rotation does.
+    let late = Id::random().unwrap().hash();
+    assert!(store.create(&late, &record("ivy")).await.unwrap());
+    assert!(
+        !store.rotate(&late, &to, &Delta::default()).await.unwrap(),
+        "a rotation filed a session under a key its revocation marked"
+    );
+    assert!(store.load(&to).await.unwrap().is_none());
+    assert!(store.load(&late).await.unwrap().is_none());
+    assert!(store.list_user("ivy").await.unwrap().is_empty());
+    assert_eq!(store.count().await.unwrap(), 0);
+}

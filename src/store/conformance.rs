@@ -92,6 +92,7 @@ macro_rules! store_conformance_tests {
             concurrent_deltas_on_distinct_keys_all_survive,
             delete_racing_with_deltas_never_resurrects,
             rotate_racing_with_deltas_leaves_one_record,
+            revoking_a_user_ends_a_session_rotating_meanwhile,
             layer_concurrent_requests_keep_all_keys,
             layer_logout_racing_with_writes_leaves_no_record,
             layer_rotation_racing_with_writes_leaves_one_live_record,
@@ -937,10 +938,6 @@ pub async fn rotate_racing_with_deltas_leaves_one_record<H: Harness>(harness: &H
 /// Revoking a user's sessions ends every one of them, even one whose ID keeps rotating
 /// meanwhile (a holder of a stolen cookie hammering an endpoint that cycles the ID): a
 /// rotation moves the session, it must not carry it out of the revocation's reach.
-///
-/// Not yet among the rules [`store_conformance_tests!`](crate::store_conformance_tests)
-/// runs: `RedisStore` on a cluster, where a rotation crosses slots in steps, does not keep
-/// it. Every other store's tests call it.
 pub async fn revoking_a_user_ends_a_session_rotating_meanwhile<H: Harness>(harness: &H) {
     let store = harness.fresh().await;
     let twin = harness.twin(&store).await;

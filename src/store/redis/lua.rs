@@ -174,11 +174,14 @@ local function apply_delta(key, b)
 end
 "#;
 
-/// `KEYS[1]` the session. `ARGV[4]` its member name in the indexes, `ARGV[5]` its expiry,
-/// `ARGV[6]` `'1'` if it has a user, `ARGV[7]` the user, then field/value pairs.
-/// Returns 1 if filed, 0 if a live session already has the key.
+/// `KEYS[1]` the session; on a cluster rotation's second step, `KEYS[2]` its tombstone.
+/// `ARGV[4]` its member name in the indexes, `ARGV[5]` its expiry, `ARGV[6]` `'1'` if it
+/// has a user, `ARGV[7]` the user, then field/value pairs. Returns 1 if filed, 0 if a live
+/// session already has the key, 2 if `KEYS[2]` is given and exists: a revocation ended
+/// the rotating session before it reached this key (see [`REVOKE`]).
 const CREATE: &str = r#"
 local key, member = KEYS[1], ARGV[4]
+if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
 -- A new key is almost always free: one cheap existence check (PTTL is -2 for no key, for
 -- any type; its integer reply builds no Lua table, as TYPE's does) spares the liveness read
 -- and the DEL.
@@ -262,16 +265,41 @@ return 1
 "#;
 
 /// Cluster rotation, first step. `KEYS[1]` the old session key, `KEYS[2]` its tombstone
-/// (the same hash tag, so the same slot), `ARGV[4]` the tombstone's lifetime (ms). Returns
-/// the session's fields, deletes it and leaves the tombstone, in one step, if it is live;
-/// otherwise an empty array. Requests racing with the rotation on the old key then find
-/// nothing: they fail closed.
+/// (the same hash tag, so the same slot), `ARGV[4]` the tombstone's lifetime (ms), `ARGV[5]`
+/// the new key's member name. Returns the session's fields, deletes it and leaves the
+/// tombstone, in one step, if it is live; otherwise an empty array. Requests racing with
+/// the rotation on the old key then find nothing: they fail closed. The tombstone names
+/// the new key, so that a revocation that finds the record gone can follow it ([`REVOKE`]).
 const TAKE: &str = r#"
 if not live(KEYS[1]) then return {} end
 local fields = redis.call('HGETALL', KEYS[1])
 redis.call('DEL', KEYS[1])
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
+redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[4])
 return fields
+"#;
+
+/// Cluster revocation of one session of a user. `KEYS[1]` the session, `KEYS[2]` its
+/// tombstone; `ARGV[4]` the user, `ARGV[5]` `'1'` when the key was reached through a
+/// rotation tombstone (so the rotation may not have filed it yet), `ARGV[6]` the lifetime
+/// (ms) of the mark that keeps such a rotation from filing it. Returns `{outcome, new
+/// member}`: `{1, nil}` if it deleted the user's live session; `{2, new member}` if the
+/// session was rotated away to that key, which the caller must revoke in turn; `{3, nil}`
+/// if it marked a key a rotation has yet to file (the [`CREATE`] of its second step then
+/// refuses it); `{0, nil}` otherwise (another user's session, or none).
+const REVOKE: &str = r#"
+local expires, owner = live(KEYS[1])
+if expires then
+  if owner ~= ARGV[4] then return {0, false} end
+  redis.call('DEL', KEYS[1])
+  return {1, false}
+end
+local stone = redis.pcall('GET', KEYS[2])
+if type(stone) == 'string' and string.len(stone) == 64 then return {2, stone} end
+if ARGV[5] == '1' and not stone then
+  redis.call('SET', KEYS[2], 'revoked', 'PX', ARGV[6])
+  return {3, false}
+end
+return {0, false}
 "#;
 
 /// `KEYS[1]` the session, `ARGV[4]` its member name, `ARGV[5]` `'1'` to delete it only if
@@ -338,6 +366,7 @@ pub(super) struct Scripts {
     pub(super) apply: redis::Script,
     pub(super) rotate: redis::Script,
     pub(super) take: redis::Script,
+    pub(super) revoke: redis::Script,
     pub(super) delete: redis::Script,
     pub(super) delete_user: redis::Script,
     pub(super) index: redis::Script,
@@ -354,18 +383,20 @@ impl Scripts {
             apply: script(&[LIVE, SPREAD, APPLY_DELTA, APPLY, INDEXES, APPLY_INDEXES]),
             rotate: script(&[LIVE, SPREAD, INDEXES, APPLY_DELTA, ROTATE]),
             take: script(&[LIVE, TAKE]),
+            revoke: script(&[LIVE, REVOKE]),
             delete: script(&[LIVE, INDEXES, DELETE]),
             delete_user: script(&[LIVE, INDEXES, DELETE_USER]),
             index: script(&[INDEXES, INDEX]),
         }
     }
 
-    pub(super) fn all(&self) -> [&redis::Script; 7] {
+    pub(super) fn all(&self) -> [&redis::Script; 8] {
         [
             &self.create,
             &self.apply,
             &self.rotate,
             &self.take,
+            &self.revoke,
             &self.delete,
             &self.delete_user,
             &self.index,

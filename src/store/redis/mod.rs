@@ -43,7 +43,10 @@
 //! single slot. The indexes live in other slots there, so the client updates them after
 //! the script (in the same call), and a rotation first takes the record out of the old key
 //! (read, delete and tombstone in one script, so requests racing on the old key fail
-//! closed), then files it under the new one.
+//! closed), then files it under the new one, then indexes the new key before unindexing
+//! the old. The tombstone names the new key, so a `delete_user` that finds an indexed
+//! session rotated away follows it there, and marks a new key not filed yet so that the
+//! rotation cannot file it: revoking a user reaches even a session rotating meanwhile.
 //!
 //! # Costs
 //! Loading is one `HGETALL`; each write-back one `EVALSHA`. On a single server the
@@ -61,10 +64,13 @@
 //! (pipelined on a single server, concurrent calls to their nodes on a cluster): two round
 //! trips, O(that user's sessions), never a keyspace scan. On a single server `delete_user`
 //! is one script instead, reading the index and deleting in one step, so that no session
-//! can rotate out of its user's revocation; on a cluster, where a rotation crosses slots in
-//! steps, a session rotating at that very moment still can. `count` is one `ZCOUNT`: exact on
-//! a single server; on a cluster its index is updated after each script, so it can be off
-//! for a moment while writes are in flight.
+//! can rotate out of its user's revocation; on a cluster it revokes each session with a
+//! script on its own node and follows sessions rotating meanwhile to their new keys (one
+//! more round trip per rotation it catches in flight). For this a cluster rotation takes
+//! four round trips: its two scripts, the new key's index updates, then the old key's.
+//! `count` is one `ZCOUNT`: exact on a single server; on a cluster its index
+//! is updated after each script, so it can be off for a moment while writes are in
+//! flight.
 //!
 //! # Failures
 //! Connection trouble (refused, reset, timed out, a cluster slot without a node) is
@@ -136,6 +142,21 @@ impl fmt::Debug for RedisStore {
             .finish_non_exhaustive()
     }
 }
+
+/// What filing a record under a key came to.
+enum Filing {
+    /// Filed; on a cluster, the index updates still to make.
+    Filed(Vec<Cmd>),
+    /// A live session already has the key.
+    Taken,
+    /// The key was marked by a revocation of the rotating session (cluster only).
+    Revoked,
+}
+
+/// How many rotations a cluster `delete_user` follows from one indexed session before it
+/// gives up: a rotation takes at least three round trips, a step of the chase one, so
+/// the chase catches up within a few steps unless something rotates without pause.
+const MAX_CHASE: usize = 64;
 
 /// What an index update does.
 enum IndexOp<'a> {
@@ -305,25 +326,34 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Files `record` under `key`; on a cluster, returns the index updates still to make.
+    /// Files `record` under `key`. `revocable`: the second step of a cluster rotation,
+    /// which a revocation may have ended in between (see `lua.rs`, `REVOKE`).
     async fn file(
         &self,
         key: &IdHash,
         record: &Record,
+        revocable: bool,
         now: i64,
-    ) -> Result<Option<Vec<Cmd>>, Error> {
+    ) -> Result<Filing, Error> {
         let member = key.to_string();
         let expires = unix_millis(record.expires_at());
-        let mut cmd = self.script(&self.scripts.create, &[&self.session_key(key)], now);
+        let session_key = self.session_key(key);
+        let mut cmd = if revocable {
+            let keys = [&*session_key, &*self.tombstone_key(key)];
+            self.script(&self.scripts.create, &keys, now)
+        } else {
+            self.script(&self.scripts.create, &[&session_key], now)
+        };
         cmd.arg(&member).arg(expires);
         match &record.user_id {
             Some(user) => cmd.arg("1").arg(user.as_str()),
             None => cmd.arg("0").arg(""),
         };
         push_record(&mut cmd, record)?;
-        let created: i64 = self.query(&cmd).await?;
-        if created != 1 {
-            return Ok(None);
+        match self.query::<i64>(&cmd).await? {
+            1 => {}
+            2 => return Ok(Filing::Revoked),
+            _ => return Ok(Filing::Taken),
         }
         let mut fixups = Vec::new();
         if self.conn.is_cluster() && expires > now {
@@ -333,7 +363,7 @@ impl RedisStore {
                 fixups.push(self.index(&self.user_key(user), &member, op, now));
             }
         }
-        Ok(Some(fixups))
+        Ok(Filing::Filed(fixups))
     }
 
     /// The record a reply holds, if it is a live, well-formed session.
@@ -409,6 +439,11 @@ impl RedisStore {
             .collect())
     }
 
+    /// A rotation on a cluster, where the old and new keys lie in different slots: take the
+    /// record out of the old key (leaving a tombstone that names the new one), file it under
+    /// the new key, then index the new key before unindexing the old. At every instant the
+    /// user's index lists the new key or an old key whose tombstone leads to it, so a
+    /// concurrent `delete_user` always reaches the session (see `delete_user`).
     async fn rotate_across_slots(
         &self,
         from: &IdHash,
@@ -418,29 +453,108 @@ impl RedisStore {
     ) -> Result<bool, Error> {
         let keys = [&*self.session_key(from), &*self.tombstone_key(from)];
         let mut take = self.script(&self.scripts.take, &keys, now);
-        take.arg(tombstone_ms());
+        take.arg(tombstone_ms()).arg(to.to_string());
         let taken: Value = self.query(&take).await?;
         let Some(mut record) = self.live_record(from, pairs(taken)) else {
             return Ok(false);
         };
         let owner = record.user_id.clone();
         delta.apply_to(&mut record);
-        let filed = self.file(to, &record, now).await;
-        let Ok(Some(mut fixups)) = filed else {
-            // The record is out of its old key and not under the new one: the session has
-            // ended. Failing closed is what a rotation must do when it cannot finish.
-            tracing::error!(
-                from = %from.short(), to = %to.short(),
-                "session rotation could not file the record under its new key; session ended"
-            );
-            return match filed {
-                Err(err) => Err(err),
-                _ => Err(Error::store("the new session key was already taken")),
-            };
-        };
-        fixups.extend(self.unindex(&[*from], owner.as_deref(), now));
-        self.fix_indexes(fixups).await?;
-        Ok(true)
+        let unindex_old = self.unindex(&[*from], owner.as_deref(), now);
+        match self.file(to, &record, true, now).await {
+            Ok(Filing::Filed(fixups)) => {
+                self.fix_indexes(fixups).await?;
+                self.fix_indexes(unindex_old).await?;
+                Ok(true)
+            }
+            Ok(Filing::Revoked) => {
+                // Its user was revoked while it moved: the session has ended.
+                self.fix_indexes(unindex_old).await?;
+                Ok(false)
+            }
+            filed => {
+                // The record is out of its old key and not under the new one: the session
+                // has ended. Failing closed is what a rotation must do when it cannot finish.
+                tracing::error!(
+                    from = %from.short(), to = %to.short(),
+                    "session rotation could not file the record under its new key; session ended"
+                );
+                match filed {
+                    Err(err) => Err(err),
+                    _ => Err(Error::store("the new session key was already taken")),
+                }
+            }
+        }
+    }
+
+    /// `delete_user` on a cluster: revokes each session the user's index lists and follows
+    /// the tombstones of those rotated away meanwhile to their new keys, marking a new key
+    /// not yet filed so that its rotation cannot file it. Returns how many sessions ended.
+    async fn revoke_across_slots(
+        &self,
+        user_id: &str,
+        keep: Option<&IdHash>,
+        now: i64,
+    ) -> Result<u64, Error> {
+        let mut frontier: Vec<(IdHash, bool)> = self
+            .user_members(user_id, now)
+            .await?
+            .into_iter()
+            .filter(|key| Some(key) != keep)
+            .map(|key| (key, false))
+            .collect();
+        let mut deleted = Vec::new();
+        // Keys rotated away: their entries, which rotations in flight may not have removed
+        // yet, can go with the deleted ones (a session never returns to a key it left).
+        let mut moved_on = Vec::new();
+        let mut ended_in_flight = 0_u64;
+        for _ in 0..MAX_CHASE {
+            if frontier.is_empty() {
+                break;
+            }
+            let cmds = frontier
+                .iter()
+                .map(|(key, chased)| {
+                    let keys = [&*self.session_key(key), &*self.tombstone_key(key)];
+                    let mut cmd = self.script(&self.scripts.revoke, &keys, now);
+                    cmd.arg(user_id)
+                        .arg(if *chased { "1" } else { "0" })
+                        .arg(tombstone_ms());
+                    cmd
+                })
+                .collect();
+            let mut next = Vec::new();
+            for ((key, _), reply) in frontier.iter().zip(self.many(cmds).await?) {
+                let value = reply.map_err(to_error)?;
+                let (outcome, successor): (i64, Option<String>) =
+                    redis::from_redis_value(value).map_err(Error::store)?;
+                match (outcome, successor) {
+                    (1, _) => deleted.push(*key),
+                    (2, Some(successor)) => match successor.parse() {
+                        Ok(successor) => {
+                            moved_on.push(*key);
+                            next.push((successor, true));
+                        }
+                        Err(_) => tracing::warn!("foreign rotation tombstone ignored"),
+                    },
+                    (3, _) => ended_in_flight += 1,
+                    _ => {}
+                }
+            }
+            frontier = next;
+        }
+        let ended = deleted.len() as u64 + ended_in_flight;
+        deleted.append(&mut moved_on);
+        if !deleted.is_empty() {
+            self.fix_indexes(self.unindex(&deleted, Some(user_id), now))
+                .await?;
+        }
+        if !frontier.is_empty() {
+            return Err(Error::store(
+                "a session kept rotating while its user was revoked",
+            ));
+        }
+        Ok(ended)
     }
 }
 
@@ -462,12 +576,12 @@ impl SessionStore for RedisStore {
 
     async fn create(&self, key: &IdHash, record: &Record) -> Result<bool, Error> {
         check_record_depth(record)?;
-        match self.file(key, record, now_ms()).await? {
-            Some(fixups) => {
+        match self.file(key, record, false, now_ms()).await? {
+            Filing::Filed(fixups) => {
                 self.fix_indexes(fixups).await?;
                 Ok(true)
             }
-            None => Ok(false),
+            Filing::Taken | Filing::Revoked => Ok(false),
         }
     }
 
@@ -579,10 +693,12 @@ impl SessionStore for RedisStore {
                 }
             }
         }
-        if !gone.is_empty() {
-            // Entries of sessions that no longer exist (deleted on a cluster while an
-            // index update was in flight, or evicted): tidy them away. A failure here
-            // changes nothing the caller asked for, so it is only logged.
+        if !gone.is_empty() && !self.conn.is_cluster() {
+            // Entries of sessions that no longer exist (evicted, say): tidy them away. A
+            // failure here changes nothing the caller asked for, so it is only logged. Not
+            // on a cluster: there an entry whose record is gone may be a session halfway
+            // through a rotation, which must stay listed until its new key is (a
+            // revocation follows its tombstone); such entries age out with their score.
             let mut cmd = redis::cmd("ZREM");
             cmd.arg(self.user_key(user_id)).arg(gone);
             if let Err(err) = self.query::<i64>(&cmd).await {
@@ -594,37 +710,14 @@ impl SessionStore for RedisStore {
 
     async fn delete_user(&self, user_id: &str, keep: Option<&IdHash>) -> Result<u64, Error> {
         let now = now_ms();
-        if !self.conn.is_cluster() {
-            // One script: no rotation can move a session out of reach in between.
-            let mut cmd = self.script(&self.scripts.delete_user, &[&self.user_key(user_id)], now);
-            cmd.arg(user_id)
-                .arg(keep.map(IdHash::to_string).unwrap_or_default());
-            return self.query(&cmd).await;
+        if self.conn.is_cluster() {
+            return self.revoke_across_slots(user_id, keep, now).await;
         }
-        let keys: Vec<IdHash> = self
-            .user_members(user_id, now)
-            .await?
-            .into_iter()
-            .filter(|key| Some(key) != keep)
-            .collect();
-        let cmds = keys
-            .iter()
-            .map(|key| self.delete_cmd(key, Some(user_id), now))
-            .collect();
-        let mut deleted = Vec::new();
-        for (key, reply) in keys.iter().zip(self.many(cmds).await?) {
-            let value = reply.map_err(to_error)?;
-            let (done, _user): (i64, Option<String>) =
-                redis::from_redis_value(value).map_err(Error::store)?;
-            if done == 1 {
-                deleted.push(*key);
-            }
-        }
-        if self.conn.is_cluster() && !deleted.is_empty() {
-            self.fix_indexes(self.unindex(&deleted, Some(user_id), now))
-                .await?;
-        }
-        Ok(deleted.len() as u64)
+        // One script: no rotation can move a session out of reach in between.
+        let mut cmd = self.script(&self.scripts.delete_user, &[&self.user_key(user_id)], now);
+        cmd.arg(user_id)
+            .arg(keep.map(IdHash::to_string).unwrap_or_default());
+        self.query(&cmd).await
     }
 
     async fn delete_user_session(&self, user_id: &str, key: &IdHash) -> Result<bool, Error> {
