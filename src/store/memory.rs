@@ -201,24 +201,42 @@ impl Inner {
         }
     }
 
-    fn index(&self, user_id: &str, key: IdHash) {
-        index_in(&mut self.users(user_id), user_id, key);
-    }
-
     fn unindex(&self, user_id: &str, key: &IdHash) {
         unindex_in(&mut self.users(user_id), user_id, key);
     }
 
-    /// Moves `key` from one user's index entry to another's, if the owner changed.
-    fn reindex(&self, key: IdHash, before: Option<&str>, after: Option<&str>) {
-        if before == after {
-            return;
-        }
-        if let Some(user) = before {
-            self.unindex(user, &key);
-        }
-        if let Some(user) = after {
-            self.index(user, key);
+    /// Applies a delta that sets or clears the user, moving the index entry with the
+    /// owners' entries locked first, as a rotation does: so concurrent changes of owner
+    /// leave exactly the final owner's entry, and a revocation of either owner sees the
+    /// session on one side of the change. Returns whether a live record was there.
+    fn apply_changing_owner(&self, key: &IdHash, delta: &Delta, after: Option<&str>) -> bool {
+        loop {
+            let now = OffsetDateTime::now_utc();
+            let owner = match self.lock_shard(key).sessions.get(key) {
+                Some(record) if !record.is_expired(now) => record.user_id.clone(),
+                _ => return false,
+            };
+            let mut users = self.lock_users([owner.as_deref(), after]);
+            {
+                let mut shard = self.lock_shard(key);
+                let Some(record) = shard.sessions.get_mut(key).filter(|r| !r.is_expired(now))
+                else {
+                    return false;
+                };
+                if record.user_id != owner {
+                    continue; // changed hands since it was read: lock the right entries
+                }
+                delta.apply_to(Arc::make_mut(record));
+            }
+            if owner.as_deref() != after {
+                if let Some(user) = &owner {
+                    users.unindex(user, key);
+                }
+                if let Some(user) = after {
+                    users.index(user, *key);
+                }
+            }
+            return true;
         }
     }
 
@@ -347,7 +365,12 @@ impl SessionStore for MemoryStore {
     async fn create_shared(&self, key: &IdHash, record: Arc<Record>) -> Result<bool, Error> {
         check_record_depth(&record)?;
         self.start_purge_task();
-        let filed = Arc::clone(&record);
+        let owner = record.user_id.clone();
+        // The owner's index entry is locked before the record is filed and indexed, as a
+        // revocation locks it: a session is never live yet unknown to its user's entry.
+        let mut users = owner
+            .as_deref()
+            .map(|user| self.inner.lock_users([Some(user), None]));
         // The clock is read only when the key is taken, which a fresh ID's never is.
         let replaced = match self.inner.lock_shard(key).sessions.entry(*key) {
             Entry::Occupied(old) if !old.get().is_expired(OffsetDateTime::now_utc()) => {
@@ -359,26 +382,33 @@ impl SessionStore for MemoryStore {
                 None
             }
         };
-        let before = replaced.as_ref().and_then(|old| old.user_id.as_deref());
-        self.inner.reindex(*key, before, filed.user_id.as_deref());
+        if let (Some(users), Some(user)) = (users.as_mut(), owner.as_deref()) {
+            users.index(user, *key);
+        }
+        drop(users);
+        // An expired record of another owner was replaced: its entry goes too.
+        if let Some(before) = replaced.as_ref().and_then(|old| old.user_id.as_deref()) {
+            if Some(before) != owner.as_deref() {
+                self.inner.unindex(before, key);
+            }
+        }
         Ok(true)
     }
 
     async fn apply(&self, key: &IdHash, delta: &Delta) -> Result<bool, Error> {
         check_delta_depth(delta)?;
+        if let Some(after) = &delta.user_id {
+            return Ok(self
+                .inner
+                .apply_changing_owner(key, delta, after.as_deref()));
+        }
+        // The common write: the owner stays, so the index does too.
         let now = OffsetDateTime::now_utc();
-        let (before, after) = {
-            let mut shard = self.inner.lock_shard(key);
-            let Some(record) = shard.sessions.get_mut(key).filter(|r| !r.is_expired(now)) else {
-                return Ok(false);
-            };
-            let before = record.user_id.clone();
-            let record = Arc::make_mut(record);
-            delta.apply_to(record);
-            (before, record.user_id.clone())
+        let mut shard = self.inner.lock_shard(key);
+        let Some(record) = shard.sessions.get_mut(key).filter(|r| !r.is_expired(now)) else {
+            return Ok(false);
         };
-        self.inner
-            .reindex(*key, before.as_deref(), after.as_deref());
+        delta.apply_to(Arc::make_mut(record));
         Ok(true)
     }
 
@@ -630,6 +660,56 @@ mod tests {
             weak.upgrade().is_none(),
             "the purge task let go of the store"
         );
+    }
+
+    /// Every user index entry that lists `key`.
+    fn owners_listing(inner: &Inner, key: &IdHash) -> Vec<String> {
+        let mut owners = Vec::new();
+        for shard in inner.users.iter() {
+            for (user, keys) in lock(shard).iter() {
+                if keys.contains(key) {
+                    owners.push(user.clone());
+                }
+            }
+        }
+        owners
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_changes_of_owner_leave_only_the_final_owners_entry() {
+        let store = MemoryStore::new();
+        for round in 0..200 {
+            let key = key();
+            store
+                .create(&key, &record(Some("start"), Duration::minutes(5)))
+                .await
+                .unwrap();
+            let changes: Vec<_> = (0..4)
+                .map(|writer| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        let delta = Delta {
+                            user_id: Some(match writer {
+                                0 => None,
+                                _ => Some(format!("user{round}-{writer}")),
+                            }),
+                            ..Delta::default()
+                        };
+                        store.apply(&key, &delta).await.unwrap()
+                    })
+                })
+                .collect();
+            for change in changes {
+                assert!(change.await.unwrap());
+            }
+            let owner = store.load(&key).await.unwrap().unwrap().user_id;
+            assert_eq!(
+                owners_listing(&store.inner, &key),
+                owner.into_iter().collect::<Vec<_>>(),
+                "round {round}: the index disagrees with the record's owner"
+            );
+            assert!(store.delete(&key).await.unwrap());
+        }
     }
 
     #[tokio::test]
