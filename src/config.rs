@@ -25,6 +25,13 @@
 //! step. The price is precision on the other side: a session unused for *idle timeout* is
 //! gone by *idle timeout + refresh step* at the latest (31 minutes with the defaults).
 //! Set the step to zero to extend on every request.
+//!
+//! ## Changing the timeouts
+//! The timeouts in force are the ones configured now, not the ones a session was stored
+//! under: after lowering the idle or absolute timeout (say, in a redeploy), a stored
+//! session that has been unused, or has lived, longer than the new limit has ended, and
+//! the others slide under the new idle timeout from their next request. Raising a timeout
+//! reaches a session when its deadline next moves.
 
 use std::sync::Arc;
 

@@ -317,7 +317,10 @@ impl Session {
             return Ok(());
         }
         apply_deadlines(record, deadlines);
+        // The new idle deadline counts from now, so the session was seen now.
+        record.last_seen = now;
         state.delta.deadlines = Some(deadlines);
+        state.delta.last_seen = Some(now);
         state.reissue_cookie = true;
         state.remember_me_changed = true;
         Ok(())
@@ -452,11 +455,25 @@ impl Session {
         }
     }
 
-    /// Whether `record` is within the absolute timeout configured *now*: a session created
-    /// under a longer one ends as soon as the operator lowers it, not at its old deadline.
+    /// Whether `record` is within the timeouts configured *now*: a session stored under
+    /// longer ones ends as soon as the operator lowers them, not at its stored deadlines.
     fn within_limits(&self, record: &Record, now: OffsetDateTime) -> bool {
         let timeouts = self.shared.config.timeouts(record.remember_me);
         now < record.created_at.saturating_add(timeouts.absolute)
+            && now < self.idle_deadline_in_force(record)
+    }
+
+    /// The idle deadline under the idle timeout configured now: the stored one, or, if the
+    /// timeout was lowered since it was set, the deadline the session was last seen to
+    /// earn (the layer sets `last_seen` whenever it moves the idle deadline).
+    fn idle_deadline_in_force(&self, record: &Record) -> OffsetDateTime {
+        let config = &self.shared.config;
+        let timeouts = config.timeouts(record.remember_me);
+        let earned = record
+            .last_seen
+            .saturating_add(timeouts.idle)
+            .saturating_add(config.refresh_step(timeouts));
+        record.idle_deadline.min(earned)
     }
 
     /// Sliding expiry: moves the idle deadline forward only once less than one idle
@@ -468,11 +485,12 @@ impl Session {
         now: OffsetDateTime,
     ) {
         let timeouts = self.shared.config.timeouts(record.remember_me);
-        if record.idle_deadline - now >= timeouts.idle {
+        let in_force = self.idle_deadline_in_force(record);
+        if in_force - now >= timeouts.idle {
             return;
         }
         let deadlines = self.deadlines(now, record.created_at, record.remember_me);
-        if deadlines.idle <= record.idle_deadline {
+        if deadlines.idle <= in_force {
             return; // already pinned to the absolute deadline
         }
         let record = Arc::make_mut(record);

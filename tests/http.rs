@@ -665,16 +665,14 @@ async fn absolute_timeout_ends_a_session_however_much_it_is_used() {
     assert_eq!(send(&app, get("/get/seed", Some(&id))).await.body, "");
 }
 
-#[tokio::test]
-async fn lowering_the_absolute_timeout_ends_older_sessions_at_once() {
+/// A session 300 ms old, stored under the default timeouts, has ended for a layer on the
+/// same store whose timeouts `lower` cut below its age, and lives on under the defaults.
+async fn assert_lowered_timeouts_end_an_older_session(lower: fn(SessionLayer) -> SessionLayer) {
     let store = store();
-    let generous =
-        app_with(SessionLayer::new(store.clone()).with_absolute_timeout(Duration::hours(12)));
+    let generous = app_with(SessionLayer::new(store.clone()));
     let id = new_session(&generous).await;
     tokio::time::sleep(StdDuration::from_millis(300)).await;
-    let strict = app_with(
-        SessionLayer::new(store.clone()).with_absolute_timeout(Duration::milliseconds(200)),
-    );
+    let strict = app_with(lower(SessionLayer::new(store.clone())));
     assert_eq!(
         send(&strict, get("/get/seed", Some(&id))).await.body,
         "",
@@ -683,6 +681,69 @@ async fn lowering_the_absolute_timeout_ends_older_sessions_at_once() {
     assert_eq!(
         send(&generous, get("/get/seed", Some(&id))).await.body,
         "\"0\""
+    );
+}
+
+#[tokio::test]
+async fn lowering_the_absolute_timeout_ends_older_sessions_at_once() {
+    assert_lowered_timeouts_end_an_older_session(|layer| {
+        layer.with_absolute_timeout(Duration::milliseconds(200))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn lowering_the_idle_timeout_ends_sessions_idle_longer_than_the_new_one() {
+    assert_lowered_timeouts_end_an_older_session(|layer| {
+        layer
+            .with_idle_timeout(Duration::milliseconds(200))
+            .with_idle_refresh_step(Duration::ZERO)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_session_in_use_outlives_a_lowered_idle_timeout() {
+    let store = store();
+    let generous = app_with(SessionLayer::new(store.clone()));
+    let id = new_session(&generous).await;
+    let strict = app_with(
+        SessionLayer::new(store.clone())
+            .with_idle_timeout(Duration::milliseconds(400))
+            .with_idle_refresh_step(Duration::ZERO),
+    );
+    // Used every 150 ms for well over the new idle timeout: it must slide under it.
+    for _ in 0..8 {
+        tokio::time::sleep(StdDuration::from_millis(150)).await;
+        assert_eq!(
+            send(&strict, get("/get/seed", Some(&id))).await.body,
+            "\"0\"",
+            "a session used within the new idle timeout ended"
+        );
+    }
+    tokio::time::sleep(StdDuration::from_millis(600)).await;
+    assert_eq!(send(&strict, get("/get/seed", Some(&id))).await.body, "");
+}
+
+#[tokio::test]
+async fn switching_remember_me_on_counts_its_idle_timeout_from_the_switch() {
+    // The default refresh steps: the standard session is not refreshed by the switching
+    // request (a step of zero would refresh it, and count from then anyway).
+    let app = app_with(
+        SessionLayer::new(store())
+            .with_remember_me_timeouts(Duration::milliseconds(600), Duration::hours(1)),
+    );
+    let id = new_session(&app).await;
+    tokio::time::sleep(StdDuration::from_millis(400)).await;
+    assert_eq!(
+        send(&app, get("/remember", Some(&id))).await.body,
+        "remembered"
+    );
+    tokio::time::sleep(StdDuration::from_millis(400)).await;
+    assert_eq!(
+        send(&app, get("/get/seed", Some(&id))).await.body,
+        "\"0\"",
+        "ended before the idle deadline its cookie was given"
     );
 }
 
