@@ -20,6 +20,7 @@
 //! });
 //! ```
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::error::ErrorKind;
@@ -62,6 +63,19 @@ pub enum SessionEvent {
         /// How many ended.
         count: u64,
     },
+    /// A request presented a well-formed session ID that matches no live session, so the
+    /// ID was not adopted (a session the request starts gets a fresh one). Its session
+    /// expired or ended, or the ID was never issued: stores keep nothing of ended sessions
+    /// to tell these apart. Many of these from one client suggest someone guessing IDs
+    /// (OWASP's session ID brute-force detection). Reported when a handler first touches
+    /// the session; a malformed ID is dropped before that, without an event.
+    UnknownId {
+        /// The store key the ID would have.
+        key: IdHash,
+        /// The client's address, when the server provides it (axum's `ConnectInfo`, or a
+        /// `SocketAddr` request extension).
+        ip: Option<IpAddr>,
+    },
     /// A store call failed; the request got an error response.
     StoreError {
         /// What kind of failure.
@@ -90,6 +104,9 @@ pub(crate) fn log_event(event: &SessionEvent) {
         }
         SessionEvent::Revoked { count, .. } => {
             tracing::info!(target: TARGET, count, "sessions revoked");
+        }
+        SessionEvent::UnknownId { key, ip } => {
+            tracing::info!(target: TARGET, session = %key.short(), ?ip, "unknown session ID not adopted");
         }
         SessionEvent::StoreError { kind } => {
             tracing::error!(target: TARGET, ?kind, "session store error");

@@ -438,7 +438,8 @@ impl Session {
                 state.record = Some(record);
                 state.stored = Some(key);
             } else {
-                tracing::debug!(session = %id, "unknown or expired session ID not adopted");
+                let ip = self.shared.client.ip;
+                self.emit(SessionEvent::UnknownId { key, ip });
             }
         }
         state.loaded = true;

@@ -1359,6 +1359,22 @@ async fn events_report_what_happened_to_sessions() {
     send(&app, get("/logout", Some(&login))).await;
     assert_eq!(take(), [SessionEvent::LoggedOut { key: hash(&login) }]);
 
+    let mut again = get("/get/seed", Some(&login));
+    let client: std::net::SocketAddr = "192.0.2.7:50000".parse().unwrap();
+    again.extensions_mut().insert(client);
+    send(&app, again).await;
+    assert_eq!(
+        take(),
+        [SessionEvent::UnknownId {
+            key: hash(&login),
+            ip: Some(client.ip())
+        }],
+        "the ID of an ended session, presented again"
+    );
+    send(&app, get("/untouched", Some(&login))).await;
+    send(&app, get("/get/seed", Some("not-an-id"))).await;
+    assert!(take().is_empty(), "untouched, or malformed: no event");
+
     store.set_fault(Fault::Unavailable);
     send(&app, get("/set/k/v", None)).await;
     assert_eq!(
