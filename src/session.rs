@@ -40,7 +40,7 @@ use http::HeaderValue;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::config::Config;
@@ -431,10 +431,9 @@ impl Session {
             let key = id.hash();
             let now = OffsetDateTime::now_utc();
             let found = self.call(self.store().load_shared(&key)).await?;
-            if let Some(mut record) =
-                found.filter(|r| !r.is_expired(now) && self.within_limits(r, now))
-            {
-                self.refresh_idle_deadline(&mut state, &mut record, now);
+            let live = found.and_then(|r| Some((self.idle_left(&r, now)?, r)));
+            if let Some((idle_left, mut record)) = live {
+                self.refresh_idle_deadline(&mut state, &mut record, idle_left, now);
                 state.record = Some(record);
                 state.stored = Some(key);
             } else {
@@ -456,25 +455,27 @@ impl Session {
         }
     }
 
-    /// Whether `record` is within the timeouts configured *now*: a session stored under
-    /// longer ones ends as soon as the operator lowers them, not at its stored deadlines.
-    fn within_limits(&self, record: &Record, now: OffsetDateTime) -> bool {
-        let timeouts = self.shared.config.timeouts(record.remember_me);
-        now < record.created_at.saturating_add(timeouts.absolute)
-            && now < self.idle_deadline_in_force(record)
-    }
-
-    /// The idle deadline under the idle timeout configured now: the stored one, or, if the
-    /// timeout was lowered since it was set, the deadline the session was last seen to
-    /// earn (the layer sets `last_seen` whenever it moves the idle deadline).
-    fn idle_deadline_in_force(&self, record: &Record) -> OffsetDateTime {
+    /// How long `record` has before its idle deadline in force, or `None` if it has
+    /// ended: past a stored deadline, or past a limit configured *now*. A session stored
+    /// under longer timeouts ends as soon as the operator lowers them; the idle timeout
+    /// then counts from `last_seen`, which the layer sets whenever it moves the idle
+    /// deadline. (Differences of times, not sums: adding a duration to a date costs
+    /// several times more, on every request.)
+    fn idle_left(&self, record: &Record, now: OffsetDateTime) -> Option<Duration> {
+        if record.is_expired(now) {
+            return None;
+        }
         let config = &self.shared.config;
         let timeouts = config.timeouts(record.remember_me);
-        let earned = record
-            .last_seen
-            .saturating_add(timeouts.idle)
-            .saturating_add(config.refresh_step(timeouts));
-        record.idle_deadline.min(earned)
+        if now - record.created_at >= timeouts.absolute {
+            return None;
+        }
+        let earned = timeouts
+            .idle
+            .saturating_add(config.refresh_step(timeouts))
+            .saturating_sub(now - record.last_seen);
+        let left = (record.idle_deadline - now).min(earned);
+        left.is_positive().then_some(left)
     }
 
     /// Sliding expiry: moves the idle deadline forward only once less than one idle
@@ -483,15 +484,15 @@ impl Session {
         &self,
         state: &mut State,
         record: &mut Arc<Record>,
+        idle_left: Duration,
         now: OffsetDateTime,
     ) {
         let timeouts = self.shared.config.timeouts(record.remember_me);
-        let in_force = self.idle_deadline_in_force(record);
-        if in_force - now >= timeouts.idle {
+        if idle_left >= timeouts.idle {
             return;
         }
         let deadlines = self.deadlines(now, record.created_at, record.remember_me);
-        if deadlines.idle <= in_force {
+        if deadlines.idle - now <= idle_left {
             return; // already pinned to the absolute deadline
         }
         let record = Arc::make_mut(record);
