@@ -28,10 +28,11 @@
 //!
 //! ## Changing the timeouts
 //! The timeouts in force are the ones configured now, not the ones a session was stored
-//! under: after lowering the idle or absolute timeout (say, in a redeploy), a stored
-//! session that has been unused, or has lived, longer than the new limit has ended, and
-//! the others slide under the new idle timeout from their next request. Raising a timeout
-//! reaches a session when its deadline next moves.
+//! under: after lowering the idle or absolute timeout (say, in a redeploy), a request
+//! finds that a stored session unused, or alive, for longer than the new limit (the idle
+//! one plus a refresh step) has ended, and the others slide under the new idle timeout
+//! from their next request. Store listings and counts go by the deadlines stored until
+//! then. Raising a timeout reaches a session when its deadline next moves.
 
 use std::sync::Arc;
 

@@ -157,15 +157,16 @@ impl SessionLayer {
     }
 
     /// How long a session may go unused before it ends (default 30 minutes). Lowering it
-    /// applies to stored sessions at once: one unused for longer than the new timeout
-    /// (counted from its `last_seen`) has ended.
+    /// applies to stored sessions at their next request: one unused for longer than the
+    /// new timeout plus one refresh step (counted from its `last_seen`) has ended.
     pub fn with_idle_timeout(mut self, idle: Duration) -> Self {
         self.config_mut().standard.idle = idle;
         self
     }
 
     /// How long a session may last however much it is used (default 12 hours). A login
-    /// starts the count again. Lowering it applies to stored sessions at once.
+    /// starts the count again. Lowering it applies to stored sessions at their next
+    /// request. (Store listings and counts go by the deadlines stored.)
     pub fn with_absolute_timeout(mut self, absolute: Duration) -> Self {
         self.config_mut().standard.absolute = absolute;
         self

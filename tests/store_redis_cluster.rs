@@ -226,9 +226,15 @@ async fn a_rotation_whose_user_is_revoked_between_its_steps_cannot_finish() {
         1,
         "the session in flight counts as revoked"
     );
+    let mark: Option<String> = redis::cmd("GET")
+        .arg(format!("{}:t:{{{to}}}", store.prefix()))
+        .query_async(&mut raw_cluster().await)
+        .await
+        .unwrap();
+    assert!(mark.is_some(), "the new key is marked");
     assert!(
-        store.rotated_away(&to).await.unwrap(),
-        "the new key is marked"
+        !store.rotated_away(&to).await.unwrap(),
+        "a revocation's mark is not a rotation"
     );
 
     // The rotation's second step, which the mark must stop: filing a record under `to`
@@ -241,6 +247,57 @@ async fn a_rotation_whose_user_is_revoked_between_its_steps_cannot_finish() {
     );
     assert!(store.load(&to).await.unwrap().is_none());
     assert!(store.load(&late).await.unwrap().is_none());
+    assert!(
+        !store.rotated_away(&late).await.unwrap(),
+        "the client keeps the old ID: with the session over, it must not get 409s"
+    );
     assert!(store.list_user("ivy").await.unwrap().is_empty());
     assert_eq!(store.count().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_listed_under_both_keys_of_its_rotation_is_revoked_once() {
+    let store = support::cluster_store(&support::unique_prefix("twice")).await;
+    let (from, to) = (Id::random().unwrap().hash(), Id::random().unwrap().hash());
+    assert!(store.create(&from, &record("ivy")).await.unwrap());
+    // Filed and indexed under `to`; the old key's entry not yet removed.
+    take_out_as_a_rotation_does(&store, &from, &to).await;
+    assert!(store.create(&to, &record("ivy")).await.unwrap());
+
+    assert_eq!(store.delete_user("ivy", None).await.unwrap(), 1);
+    assert!(store.load(&to).await.unwrap().is_none());
+    assert!(
+        !store.rotated_away(&to).await.unwrap(),
+        "the ID the client holds would get 409s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_tidies_entries_of_vanished_sessions_but_not_of_rotations_in_flight() {
+    let store = support::cluster_store(&support::unique_prefix("tidy")).await;
+    let (ended, rotating, next) = (
+        Id::random().unwrap().hash(),
+        Id::random().unwrap().hash(),
+        Id::random().unwrap().hash(),
+    );
+    assert!(store.create(&ended, &record("tim")).await.unwrap());
+    assert!(store.create(&rotating, &record("tim")).await.unwrap());
+    let mut conn = raw_cluster().await;
+    let prefix = store.prefix().to_owned();
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("{prefix}:s:{{{ended}}}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    take_out_as_a_rotation_does(&store, &rotating, &next).await;
+
+    assert!(store.list_user("tim").await.unwrap().is_empty());
+    let listed: Vec<String> = redis::cmd("ZRANGE")
+        .arg(format!("{prefix}:u:{{tim}}"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(listed, [rotating.to_string()]);
 }

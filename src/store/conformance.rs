@@ -964,11 +964,12 @@ pub async fn revoking_a_user_ends_a_session_rotating_meanwhile<H: Harness>(harne
             }
         });
         tokio::time::sleep(StdDuration::from_millis(5)).await;
-        store.delete_user(&user, None).await.expect("delete_user");
+        let revoked = store.delete_user(&user, None).await.expect("delete_user");
         let (moves, err) = tokio::time::timeout(StdDuration::from_secs(10), rotations)
             .await
-            .expect("the rotating session ended")
+            .expect("the session kept rotating: it survived its user's revocation")
             .unwrap();
+        assert_eq!(revoked, 1, "round {round}: one session, revoked once");
         assert!(err.is_none(), "rotation failed: {err:?}");
         assert!(
             moves <= 100_000,

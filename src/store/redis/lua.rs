@@ -296,6 +296,7 @@ end
 local stone = redis.pcall('GET', KEYS[2])
 if type(stone) == 'string' and string.len(stone) == 64 then return {2, stone} end
 if ARGV[5] == '1' and not stone then
+  -- 'revoked' is REVOCATION_MARK in mod.rs: rotated_away does not count it as a rotation.
   redis.call('SET', KEYS[2], 'revoked', 'PX', ARGV[6])
   return {3, false}
 end

@@ -23,7 +23,7 @@
 //! |---|---|---|---|
 //! | `P:s:{H}` | hash | one session, `H` the hex [`IdHash`] of its ID | the session's expiry |
 //! | `P:u:{USER}` | sorted set | the `H` of the user's sessions, scored by expiry (ms; on a cluster by absolute deadline) | its latest member's score |
-//! | `P:t:{H}` | string | a rotation tombstone: `H` was rotated away (see [`SessionStore::rotated_away`]) | [`ROTATION_TOMBSTONE`] |
+//! | `P:t:{H}` | string | a rotation tombstone: `H` was rotated away (see [`SessionStore::rotated_away`]); on a cluster it names the new key, or marks `H` as revoked before a rotation filed it | [`ROTATION_TOMBSTONE`] |
 //! | `P:all` | sorted set | the `H` of every session, scored by expiry (ms), for [`count`](SessionStore::count) | its latest member's expiry |
 //!
 //! The hash's fields: `d:<key>` holds the JSON of each data key; `m` the created, last
@@ -87,6 +87,7 @@ mod codec;
 mod conn;
 mod lua;
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -157,6 +158,10 @@ enum Filing {
 /// gives up: a rotation takes at least three round trips, a step of the chase one, so
 /// the chase catches up within a few steps unless something rotates without pause.
 const MAX_CHASE: usize = 64;
+
+/// What a cluster revocation leaves under the tombstone key of a rotation's new key that
+/// was not filed yet (see `lua.rs`, `REVOKE`).
+const REVOCATION_MARK: &str = "revoked";
 
 /// What an index update does.
 enum IndexOp<'a> {
@@ -468,7 +473,12 @@ impl RedisStore {
                 Ok(true)
             }
             Ok(Filing::Revoked) => {
-                // Its user was revoked while it moved: the session has ended.
+                // Its user was revoked while it moved: the session has ended. The client
+                // keeps the old ID, whose tombstone would answer its next requests with a
+                // 409 for minutes: with the session over, it goes, so they start afresh.
+                let mut unstone = redis::cmd("DEL");
+                unstone.arg(self.tombstone_key(from));
+                self.query::<i64>(&unstone).await?;
                 self.fix_indexes(unindex_old).await?;
                 Ok(false)
             }
@@ -487,6 +497,33 @@ impl RedisStore {
         }
     }
 
+    /// Removes the entries of `gone` (keys whose records were found missing) from the
+    /// user's index. On a cluster, not those whose rotation tombstone exists: such a key
+    /// may be the old key of a rotation in flight, whose entry must stay until the new key
+    /// is listed, so that a revocation can follow the tombstone.
+    async fn tidy_user_index(&self, user_id: &str, mut gone: Vec<IdHash>) -> Result<(), Error> {
+        if self.conn.is_cluster() {
+            let checks = gone
+                .iter()
+                .map(|key| {
+                    let mut cmd = redis::cmd("EXISTS");
+                    cmd.arg(self.tombstone_key(key));
+                    cmd
+                })
+                .collect();
+            let stoned = self.many(checks).await?;
+            let mut stoned = stoned.into_iter();
+            gone.retain(|_| matches!(stoned.next(), Some(Ok(Value::Int(0)))));
+            if gone.is_empty() {
+                return Ok(());
+            }
+        }
+        let mut cmd = redis::cmd("ZREM");
+        cmd.arg(self.user_key(user_id))
+            .arg(gone.iter().map(IdHash::to_string).collect::<Vec<_>>());
+        self.query::<i64>(&cmd).await.map(drop)
+    }
+
     /// `delete_user` on a cluster: revokes each session the user's index lists and follows
     /// the tombstones of those rotated away meanwhile to their new keys, marking a new key
     /// not yet filed so that its rotation cannot file it. Returns how many sessions ended.
@@ -503,6 +540,10 @@ impl RedisStore {
             .filter(|key| Some(key) != keep)
             .map(|key| (key, false))
             .collect();
+        // A session can be reached twice (the index may list both keys of a rotation it
+        // has not finished): each key is revoked once, so a session is counted once and a
+        // key just deleted is never marked.
+        let mut visited: HashSet<IdHash> = frontier.iter().map(|(key, _)| *key).collect();
         let mut deleted = Vec::new();
         // Keys rotated away: their entries, which rotations in flight may not have removed
         // yet, can go with the deleted ones (a session never returns to a key it left).
@@ -533,7 +574,9 @@ impl RedisStore {
                     (2, Some(successor)) => match successor.parse() {
                         Ok(successor) => {
                             moved_on.push(*key);
-                            next.push((successor, true));
+                            if Some(&successor) != keep && visited.insert(successor) {
+                                next.push((successor, true));
+                            }
                         }
                         Err(_) => tracing::warn!("foreign rotation tombstone ignored"),
                     },
@@ -648,11 +691,13 @@ impl SessionStore for RedisStore {
         Ok(moved == 1)
     }
 
+    /// A revocation's mark on a key (cluster only) is not a rotation: a client holding that
+    /// ID lost its session to the revocation, and may start a new one.
     async fn rotated_away(&self, key: &IdHash) -> Result<bool, Error> {
-        let mut cmd = redis::cmd("EXISTS");
+        let mut cmd = redis::cmd("GET");
         cmd.arg(self.tombstone_key(key));
-        let found: i64 = self.query(&cmd).await?;
-        Ok(found == 1)
+        let stone: Option<String> = self.query(&cmd).await?;
+        Ok(stone.is_some_and(|stone| stone != REVOCATION_MARK))
     }
 
     async fn delete(&self, key: &IdHash) -> Result<bool, Error> {
@@ -684,7 +729,7 @@ impl SessionStore for RedisStore {
                 Err(err) => return Err(to_error(err)),
             };
             if fields.as_ref().is_some_and(Vec::is_empty) {
-                gone.push(key.to_string());
+                gone.push(*key);
                 continue;
             }
             if let Some(record) = self.live_record(key, fields) {
@@ -693,15 +738,11 @@ impl SessionStore for RedisStore {
                 }
             }
         }
-        if !gone.is_empty() && !self.conn.is_cluster() {
-            // Entries of sessions that no longer exist (evicted, say): tidy them away. A
-            // failure here changes nothing the caller asked for, so it is only logged. Not
-            // on a cluster: there an entry whose record is gone may be a session halfway
-            // through a rotation, which must stay listed until its new key is (a
-            // revocation follows its tombstone); such entries age out with their score.
-            let mut cmd = redis::cmd("ZREM");
-            cmd.arg(self.user_key(user_id)).arg(gone);
-            if let Err(err) = self.query::<i64>(&cmd).await {
+        if !gone.is_empty() {
+            // Entries of sessions that no longer exist (ended by their idle timeout, say):
+            // tidy them away. A failure here changes nothing the caller asked for, so it
+            // is only logged.
+            if let Err(err) = self.tidy_user_index(user_id, gone).await {
                 tracing::debug!(error = %err, "could not tidy a user index");
             }
         }
