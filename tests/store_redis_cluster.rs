@@ -171,9 +171,13 @@ async fn raw_cluster() -> redis::cluster_async::ClusterConnection {
         .expect("the test cluster answers")
 }
 
-/// Puts `from` where a cluster rotation to `to` leaves it after its first step: the record
-/// taken out, and a tombstone that names `to`.
-async fn take_out_as_a_rotation_does(store: &RedisStore, from: &IdHash, to: &IdHash) {
+/// A session of `user` caught in a cluster rotation: taken out of its old key, which
+/// keeps its index entries and gets a tombstone naming the new key, as the rotation's
+/// first step leaves it; with `filed`, also filed and indexed under the new key, as its
+/// second step and first index update leave it. Returns the old and new keys.
+async fn rotation_in_flight(store: &RedisStore, user: &str, filed: bool) -> (IdHash, IdHash) {
+    let (from, to) = (Id::random().unwrap().hash(), Id::random().unwrap().hash());
+    assert!(store.create(&from, &record(user)).await.unwrap());
     let mut conn = raw_cluster().await;
     let prefix = store.prefix();
     let tombstone = format!("{prefix}:t:{{{from}}}");
@@ -185,17 +189,18 @@ async fn take_out_as_a_rotation_does(store: &RedisStore, from: &IdHash, to: &IdH
         .query_async(&mut conn)
         .await
         .expect("raw writes (one slot)");
+    if filed {
+        assert!(store.create(&to, &record(user)).await.unwrap());
+    }
+    (from, to)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_follows_a_rotation_filed_but_not_yet_indexed() {
     let store = support::cluster_store(&support::unique_prefix("chase")).await;
-    let (from, to) = (Id::random().unwrap().hash(), Id::random().unwrap().hash());
-    assert!(store.create(&from, &record("ivy")).await.unwrap());
     // The rotation has filed the record under `to`, but its index updates are still in
     // flight: the user's index lists only `from`, whose record is gone.
-    take_out_as_a_rotation_does(&store, &from, &to).await;
-    assert!(store.create(&to, &record("ivy")).await.unwrap());
+    let (_, to) = rotation_in_flight(&store, "ivy", true).await;
     let mut conn = raw_cluster().await;
     let prefix = store.prefix();
     for index in [format!("{prefix}:u:{{ivy}}"), format!("{prefix}:all")] {
@@ -217,10 +222,8 @@ async fn a_revocation_follows_a_rotation_filed_but_not_yet_indexed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_whose_user_is_revoked_between_its_steps_cannot_finish() {
     let store = support::cluster_store(&support::unique_prefix("stop")).await;
-    let (from, to) = (Id::random().unwrap().hash(), Id::random().unwrap().hash());
-    assert!(store.create(&from, &record("ivy")).await.unwrap());
     // Revoked after the rotation took the record out of `from`, before it filed it.
-    take_out_as_a_rotation_does(&store, &from, &to).await;
+    let (_, to) = rotation_in_flight(&store, "ivy", false).await;
     assert_eq!(
         store.delete_user("ivy", None).await.unwrap(),
         1,
@@ -258,11 +261,8 @@ async fn a_rotation_whose_user_is_revoked_between_its_steps_cannot_finish() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_listed_under_both_keys_of_its_rotation_is_revoked_once() {
     let store = support::cluster_store(&support::unique_prefix("twice")).await;
-    let (from, to) = (Id::random().unwrap().hash(), Id::random().unwrap().hash());
-    assert!(store.create(&from, &record("ivy")).await.unwrap());
     // Filed and indexed under `to`; the old key's entry not yet removed.
-    take_out_as_a_rotation_does(&store, &from, &to).await;
-    assert!(store.create(&to, &record("ivy")).await.unwrap());
+    let (_, to) = rotation_in_flight(&store, "ivy", true).await;
 
     assert_eq!(store.delete_user("ivy", None).await.unwrap(), 1);
     assert!(store.load(&to).await.unwrap().is_none());
@@ -275,13 +275,8 @@ async fn a_session_listed_under_both_keys_of_its_rotation_is_revoked_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_tidies_entries_of_vanished_sessions_but_not_of_rotations_in_flight() {
     let store = support::cluster_store(&support::unique_prefix("tidy")).await;
-    let (ended, rotating, next) = (
-        Id::random().unwrap().hash(),
-        Id::random().unwrap().hash(),
-        Id::random().unwrap().hash(),
-    );
+    let ended = Id::random().unwrap().hash();
     assert!(store.create(&ended, &record("tim")).await.unwrap());
-    assert!(store.create(&rotating, &record("tim")).await.unwrap());
     let mut conn = raw_cluster().await;
     let prefix = store.prefix().to_owned();
     let _: i64 = redis::cmd("DEL")
@@ -289,7 +284,7 @@ async fn listing_tidies_entries_of_vanished_sessions_but_not_of_rotations_in_fli
         .query_async(&mut conn)
         .await
         .unwrap();
-    take_out_as_a_rotation_does(&store, &rotating, &next).await;
+    let (rotating, _) = rotation_in_flight(&store, "tim", false).await;
 
     assert!(store.list_user("tim").await.unwrap().is_empty());
     let listed: Vec<String> = redis::cmd("ZRANGE")

@@ -212,9 +212,8 @@ impl Inner {
     fn apply_changing_owner(&self, key: &IdHash, delta: &Delta, after: Option<&str>) -> bool {
         loop {
             let now = OffsetDateTime::now_utc();
-            let owner = match self.lock_shard(key).sessions.get(key) {
-                Some(record) if !record.is_expired(now) => record.user_id.clone(),
-                _ => return false,
+            let Some(owner) = self.live_owner(key, now) else {
+                return false;
             };
             let mut users = self.lock_users([owner.as_deref(), after]);
             {
@@ -228,16 +227,20 @@ impl Inner {
                 }
                 delta.apply_to(Arc::make_mut(record));
             }
-            if owner.as_deref() != after {
-                if let Some(user) = &owner {
-                    users.unindex(user, key);
-                }
-                if let Some(user) = after {
-                    users.index(user, *key);
-                }
-            }
+            users.move_entry(owner.as_deref(), key, after, *key);
             return true;
         }
+    }
+
+    /// The owner of the live record under `key` (`Some(None)` for an anonymous session),
+    /// or `None` if there is none: read to know whose index entries to lock, and checked
+    /// again once they are locked.
+    fn live_owner(&self, key: &IdHash, now: OffsetDateTime) -> Option<Option<String>> {
+        self.lock_shard(key)
+            .sessions
+            .get(key)
+            .filter(|record| !record.is_expired(now))
+            .map(|record| record.user_id.clone())
     }
 
     /// The keys the index holds for a user (some may have expired or moved since).
@@ -419,11 +422,8 @@ impl SessionStore for MemoryStore {
         check_delta_depth(delta)?;
         loop {
             let now = OffsetDateTime::now_utc();
-            // The owner, read first to know whose index entry to lock; checked again once
-            // it is locked, in case a delta changed it in between.
-            let owner = match self.inner.lock_shard(from).sessions.get(from) {
-                Some(record) if !record.is_expired(now) => record.user_id.clone(),
-                _ => return Ok(false),
+            let Some(owner) = self.inner.live_owner(from, now) else {
+                return Ok(false);
             };
             let after = match &delta.user_id {
                 Some(user) => user.clone(),
@@ -438,12 +438,7 @@ impl SessionStore for MemoryStore {
                 Some(false) => continue,
                 Some(true) => {}
             }
-            if let Some(user) = &owner {
-                users.unindex(user, from);
-            }
-            if let Some(user) = &after {
-                users.index(user, *to);
-            }
+            users.move_entry(owner.as_deref(), from, after.as_deref(), *to);
             return Ok(true);
         }
     }
@@ -572,6 +567,20 @@ impl UserLocks<'_> {
 
     fn unindex(&mut self, user_id: &str, key: &IdHash) {
         unindex_in(self.entry(user_id), user_id, key);
+    }
+
+    /// Moves a session's index entry from `owner`'s under `from` to `after`'s under `to`
+    /// (a rotation moves the key, an owner change the user, a login both).
+    fn move_entry(&mut self, owner: Option<&str>, from: &IdHash, after: Option<&str>, to: IdHash) {
+        if owner == after && *from == to {
+            return;
+        }
+        if let Some(user) = owner {
+            self.unindex(user, from);
+        }
+        if let Some(user) = after {
+            self.index(user, to);
+        }
     }
 }
 

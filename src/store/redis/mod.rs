@@ -280,6 +280,22 @@ impl RedisStore {
         text
     }
 
+    /// `command` on the Redis key `redis_key` names for each of `keys`, for one pipeline.
+    fn per_key(
+        &self,
+        command: &str,
+        keys: &[IdHash],
+        redis_key: fn(&Self, &IdHash) -> String,
+    ) -> Vec<Cmd> {
+        keys.iter()
+            .map(|key| {
+                let mut cmd = redis::cmd(command);
+                cmd.arg(redis_key(self, key));
+                cmd
+            })
+            .collect()
+    }
+
     fn user_key(&self, user: &str) -> String {
         format!("{}:u:{{{user}}}", self.prefix)
     }
@@ -503,14 +519,7 @@ impl RedisStore {
     /// is listed, so that a revocation can follow the tombstone.
     async fn tidy_user_index(&self, user_id: &str, mut gone: Vec<IdHash>) -> Result<(), Error> {
         if self.conn.is_cluster() {
-            let checks = gone
-                .iter()
-                .map(|key| {
-                    let mut cmd = redis::cmd("EXISTS");
-                    cmd.arg(self.tombstone_key(key));
-                    cmd
-                })
-                .collect();
+            let checks = self.per_key("EXISTS", &gone, Self::tombstone_key);
             let stoned = self.many(checks).await?;
             let mut stoned = stoned.into_iter();
             gone.retain(|_| matches!(stoned.next(), Some(Ok(Value::Int(0)))));
@@ -707,16 +716,9 @@ impl SessionStore for RedisStore {
     async fn list_user(&self, user_id: &str) -> Result<Vec<SessionInfo>, Error> {
         let now = now_ms();
         let keys = self.user_members(user_id, now).await?;
-        let cmds = keys
-            .iter()
-            .map(|key| {
-                // The whole record, not just its metadata, so that a listing and a load
-                // agree on which records are corrupt.
-                let mut cmd = redis::cmd("HGETALL");
-                cmd.arg(self.session_key(key));
-                cmd
-            })
-            .collect();
+        // The whole record, not just its metadata, so that a listing and a load agree on
+        // which records are corrupt.
+        let cmds = self.per_key("HGETALL", &keys, Self::session_key);
         let mut sessions = Vec::new();
         let mut gone = Vec::new();
         for (key, reply) in keys.iter().zip(self.many(cmds).await?) {
