@@ -48,8 +48,12 @@ pub enum ErrorKind {
     ResponseSent,
     /// The operating system could not supply random bytes for a new ID. HTTP 500.
     Randomness,
-    /// The layer was configured inconsistently (for example a `__Host-` cookie that is not
-    /// `Secure`). HTTP 500.
+    /// A setting could never work: a store's table name, its cleanup batch size, or its
+    /// cleanup started outside a Tokio runtime. (Contradictory [`SessionLayer`] settings
+    /// carry this kind too, in the panic of [`Layer::layer`].) HTTP 500.
+    ///
+    /// [`SessionLayer`]: crate::SessionLayer
+    /// [`Layer::layer`]: tower_layer::Layer::layer
     Config,
 }
 

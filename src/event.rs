@@ -49,12 +49,15 @@ pub enum SessionEvent {
         /// The user.
         user_id: String,
     },
-    /// A session was ended by [`logout`](crate::Session::logout).
+    /// A session was ended by its own request: [`logout`](crate::Session::logout), a
+    /// [`revoke_session`](crate::Session::revoke_session) of its own key (ending this very
+    /// session is a logout), or a switch off remember-me on a session already past the
+    /// standard absolute timeout.
     LoggedOut {
         /// The key it had.
         key: IdHash,
     },
-    /// Sessions of a user were ended through
+    /// Other sessions of a user were ended through
     /// [`revoke_session`](crate::Session::revoke_session) or
     /// [`revoke_other_sessions`](crate::Session::revoke_other_sessions).
     Revoked {

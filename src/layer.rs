@@ -39,9 +39,10 @@ use crate::store::SessionStore;
 /// [`Session`](crate::Session), and writes back what changed. See [`config`](crate::config)
 /// for the defaults and why they are what they are.
 ///
-/// Builder methods panic on values that could never work (an invalid cookie name, a
-/// `__Host-` cookie that is not `Secure`): these are programming errors, and they surface
-/// when the router is built, before the first request.
+/// Settings that could never work are programming errors, and they surface when the
+/// router is built, before the first request: a builder method panics on a value that is
+/// invalid by itself (an invalid cookie or header name), and [`Layer::layer`] panics on
+/// settings that contradict each other (a `__Host-` cookie that is not `Secure`).
 #[derive(Clone)]
 #[must_use]
 pub struct SessionLayer {

@@ -49,6 +49,11 @@
 //! - `axum` (default): [`Session`] is an axum extractor; [`Error`] implements
 //!   `IntoResponse`.
 //! - `memory` (default): [`MemoryStore`].
+//! - `redis`: `RedisStore`, on a single server or a Redis Cluster.
+//! - `postgres`: `PostgresStore`.
+//! - `sqlite`: `SqliteStore` (SQLite is bundled: nothing to install).
+//!
+//! [`CachingStore`], an in-process cache in front of any store, needs no feature.
 //!
 //! # Without axum
 //! In a plain tower service, take the session from the request's extensions:

@@ -57,10 +57,10 @@
 //! pipeline; figures in BENCHMARKS.md). Each
 //! command still gets its own reply. (Per-user reads, already one pipeline each, go
 //! straight to the connection.) On a cluster a creation, a
-//! deletion, a rotation, and a write that moves the session's expiry or changes its user
-//! add one round trip for the index updates. There the user index is scored by absolute
-//! deadlines, which sliding refreshes never move, so a refresh updates only the count
-//! index. Per-user operations read the user's sorted set and then that user's sessions
+//! deletion, and a write that moves the session's expiry or changes its user add one
+//! round trip for the index updates (a rotation: see below). There the user index is
+//! scored by absolute deadlines, which sliding refreshes never move, so a refresh updates
+//! only the count index. Per-user operations read the user's sorted set and then that user's sessions
 //! (pipelined on a single server, concurrent calls to their nodes on a cluster): two round
 //! trips, O(that user's sessions), never a keyspace scan. On a single server `delete_user`
 //! is one script instead, reading the index and deleting in one step, so that no session
@@ -75,7 +75,8 @@
 //! # Failures
 //! Connection trouble (refused, reset, timed out, a cluster slot without a node) is
 //! [`ErrorKind::StoreUnavailable`](crate::ErrorKind::StoreUnavailable), which the layer
-//! answers with a 503; errors the server answers with are
+//! answers with a 503, as are the server's "not now" replies (`LOADING`, `TRYAGAIN`,
+//! `CLUSTERDOWN`, `MASTERDOWN`, `READONLY`); other errors the server answers with are
 //! [`ErrorKind::Store`](crate::ErrorKind::Store). [`connect`](RedisStore::connect) sets a
 //! 1 s connection timeout and a 2 s response timeout, and the connection reconnects by
 //! itself when Redis comes back. Data under a session key that is not a session (another

@@ -41,8 +41,9 @@ const COLUMNS: &str =
 /// to install. [`open`](Self::open) creates the file if missing, readable and writable by
 /// its owner only (mode 0600 on Unix), and sets WAL mode (readers never wait for the
 /// writer) and a busy timeout of 10 seconds (writers queue for SQLite's single write lock
-/// instead of failing). Each write is a single statement, so no transaction ever has to
-/// upgrade a read lock to a write lock, which is what produces "database is locked"
+/// instead of failing). Each write is a single statement, and a rotation one
+/// `BEGIN IMMEDIATE` transaction (it takes the write lock first), so no transaction ever
+/// has to upgrade a read lock to a write lock, which is what produces "database is locked"
 /// errors under concurrency.
 ///
 /// Instants are kept as milliseconds since the Unix epoch. Cheap to clone: clones share
