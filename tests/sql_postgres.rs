@@ -2,10 +2,12 @@
 //! NUL characters, an unreachable server and the cleanup task. These tests need the server
 //! `scripts/postgres.sh start` runs (or `SESSIONWARE_POSTGRES_URL`) and fail without it.
 
+use std::str::FromStr;
 use std::time::Duration as StdDuration;
 
 use serde_json::json;
 use sessionware::{Delta, ErrorKind, Id, IdHash, PostgresStore, Record, SessionStore};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use time::{Duration, OffsetDateTime};
 
 #[path = "support/postgres.rs"]
@@ -95,6 +97,62 @@ async fn an_unreachable_server_is_unavailable_not_a_crash() {
         .await
         .expect_err("nothing listens on port 1");
     assert_eq!(err.kind(), ErrorKind::StoreUnavailable);
+}
+
+/// A refusal (here SQLSTATE 42501, a missing privilege: all digits, like a SQLite code)
+/// is a fault to fix, reported as a store error (500), not an outage to wait out (503).
+#[tokio::test]
+async fn a_refusal_by_the_database_is_a_store_error_not_an_outage() {
+    let owner = store().await;
+    let role = format!("sw_{}", &key().to_string()[..16]);
+    sqlx::query(&format!("CREATE ROLE {role} LOGIN"))
+        .execute(owner.pool())
+        .await
+        .expect("create a role without privileges");
+    let options = PgConnectOptions::from_str(&support::url())
+        .expect("test URL")
+        .username(&role);
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .expect("connect as the new role (the test server trusts local connections)");
+    let stranger = PostgresStore::from_pool(pool.clone())
+        .with_table(owner.table())
+        .unwrap();
+    let err = stranger
+        .load(&key())
+        .await
+        .expect_err("the role may not read the table");
+    assert_eq!(err.kind(), ErrorKind::Store, "{err:?}");
+    assert_eq!(err.status(), 500);
+    pool.close().await;
+    sqlx::query(&format!("DROP ROLE {role}"))
+        .execute(owner.pool())
+        .await
+        .expect("drop the role");
+}
+
+/// `jsonb` keeps numbers as `numeric` (docs/sql.md): a whole float from 1e16 up comes
+/// back as an integer, yet read as `f64` it is the same number, bit for bit.
+#[tokio::test]
+async fn large_whole_floats_read_back_as_the_same_f64() {
+    let store = store().await;
+    let key = key();
+    let floats = [1e16, 1.7e18, -2.5e16, 1.5e300, f64::MAX, 0.1];
+    let mut record = record(None, Duration::hours(1));
+    record.data.insert("floats".to_owned(), json!(floats));
+    assert!(store.create(&key, &record).await.unwrap());
+    let loaded = store.load(&key).await.unwrap().expect("the session");
+    let stored = loaded.data.get("floats").expect("the value").clone();
+    assert!(
+        stored[1].is_u64(),
+        "numeric turned 1.7e18 into {}",
+        stored[1]
+    );
+    let back: Vec<f64> = serde_json::from_value(stored).expect("floats");
+    let bits = |values: &[f64]| values.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&back), bits(&floats));
 }
 
 #[tokio::test]

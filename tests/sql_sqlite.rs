@@ -7,6 +7,7 @@ use std::time::Duration as StdDuration;
 
 use serde_json::json;
 use sessionware::{Delta, ErrorKind, Id, IdHash, Record, SessionStore, SqliteStore};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use time::{Duration, OffsetDateTime};
 
 fn temp_db() -> PathBuf {
@@ -60,6 +61,39 @@ async fn the_database_file_is_private_to_its_owner() {
     assert_eq!(mode(&wal), 0o600, "WAL file");
     let shm = PathBuf::from(format!("{}-shm", path.display()));
     assert_eq!(mode(&shm), 0o600, "shared-memory file");
+}
+
+/// A database another writer keeps locked past the busy timeout is an outage to wait out
+/// (503), not a fault to fix (500): SQLite's codes are read as SQLite's, not as SQLSTATEs.
+#[tokio::test]
+async fn a_database_locked_past_the_busy_timeout_is_unavailable() {
+    let path = temp_db();
+    let owner = SqliteStore::open(&path).await.expect("open");
+    owner.migrate().await.expect("migrate");
+    let options = SqliteConnectOptions::new()
+        .filename(&path)
+        .busy_timeout(StdDuration::from_millis(50));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .expect("a second connection");
+    let impatient = SqliteStore::from_pool(pool);
+    let mut writer = owner.pool().acquire().await.expect("a connection");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *writer)
+        .await
+        .expect("take the write lock");
+    let err = impatient
+        .create(&key(), &record(None, Duration::hours(1)))
+        .await
+        .expect_err("the write lock is taken");
+    assert_eq!(err.kind(), ErrorKind::StoreUnavailable, "{err:?}");
+    assert_eq!(err.status(), 503);
+    sqlx::query("ROLLBACK")
+        .execute(&mut *writer)
+        .await
+        .expect("release the lock");
 }
 
 #[tokio::test]

@@ -191,21 +191,43 @@ pub(crate) fn sql_error(err: sqlx::Error) -> Error {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => Error::unavailable(err),
-        sqlx::Error::Database(db) if is_transient(db.code().as_deref()) => Error::unavailable(err),
+        sqlx::Error::Database(db) if is_transient(db.code().as_deref(), engine_of(&**db)) => {
+            Error::unavailable(err)
+        }
         _ => Error::store(err),
     }
+}
+
+/// The database that answered: their error codes overlap (a PostgreSQL SQLSTATE such as
+/// 42501 is all digits, like SQLite's result codes), so each is read by its own rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Postgres,
+    Sqlite,
+}
+
+fn engine_of(db: &(dyn sqlx::error::DatabaseError + 'static)) -> Engine {
+    #[cfg(feature = "sqlite")]
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        return Engine::Sqlite;
+    }
+    let _ = db;
+    Engine::Postgres
 }
 
 /// Database error codes that mean "try again later" rather than "this query is wrong":
 /// PostgreSQL connection exceptions (08xxx), insufficient resources (53xxx) and shutdowns
 /// (57P0x); SQLite `BUSY` (5) and `LOCKED` (6), including their extended codes.
-fn is_transient(code: Option<&str>) -> bool {
+fn is_transient(code: Option<&str>, engine: Engine) -> bool {
     let Some(code) = code else { return false };
-    if code.starts_with("08") || code.starts_with("53") || code.starts_with("57P0") {
-        return true;
+    match engine {
+        Engine::Postgres => {
+            code.starts_with("08") || code.starts_with("53") || code.starts_with("57P0")
+        }
+        Engine::Sqlite => code
+            .parse::<i32>()
+            .is_ok_and(|code| matches!(code & 0xff, 5 | 6)),
     }
-    code.parse::<i32>()
-        .is_ok_and(|code| matches!(code & 0xff, 5 | 6))
 }
 
 /// What one cleanup batch deleted.
@@ -464,13 +486,21 @@ mod tests {
 
     #[test]
     fn transient_codes_are_recognised() {
-        assert!(is_transient(Some("08006")));
-        assert!(is_transient(Some("57P01")));
-        assert!(is_transient(Some("53300")));
-        assert!(is_transient(Some("5")));
-        assert!(is_transient(Some("517"))); // SQLITE_BUSY_SNAPSHOT
-        assert!(!is_transient(Some("23505")));
-        assert!(!is_transient(Some("1")));
-        assert!(!is_transient(None));
+        use Engine::{Postgres, Sqlite};
+        assert!(is_transient(Some("08006"), Postgres));
+        assert!(is_transient(Some("57P01"), Postgres));
+        assert!(is_transient(Some("53300"), Postgres));
+        assert!(is_transient(Some("5"), Sqlite));
+        assert!(is_transient(Some("517"), Sqlite)); // SQLITE_BUSY_SNAPSHOT
+        assert!(!is_transient(Some("23505"), Postgres));
+        assert!(!is_transient(Some("1"), Sqlite));
+        assert!(!is_transient(None, Postgres));
+        // SQLSTATEs that are all digits are not SQLite codes: a missing privilege or a bad
+        // character is a fault to fix, not an outage to wait out.
+        assert!(!is_transient(Some("42501"), Postgres));
+        assert!(!is_transient(Some("22021"), Postgres));
+        assert!(!is_transient(Some("22022"), Postgres));
+        // Nor is a SQLite code a SQLSTATE.
+        assert!(!is_transient(Some("08006"), Sqlite));
     }
 }
