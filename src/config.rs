@@ -15,6 +15,7 @@
 //! | idle refresh step | idle timeout / 30 | see below |
 //! | header transport | `x-session-id`, on | for clients without cookies |
 //! | store timeout | 5 s | a slow store becomes a 503, not a hung request |
+//! | rotation grace | 10 s | see below |
 //! | events | logged through `tracing` | see [`event`](crate::event) |
 //!
 //! ## Sliding expiry without a write on every read
@@ -25,6 +26,17 @@
 //! step. The price is precision on the other side: a session unused for *idle timeout* is
 //! gone by *idle timeout + refresh step* at the latest (31 minutes with the defaults).
 //! Set the step to zero to extend on every request.
+//!
+//! ## Requests that race a rotation
+//! After a login (or any rotation) the old ID is dead, but the client may still send it
+//! for a moment: requests it sent before the response with the new ID arrived. Such a
+//! request that wants to start a new session is refused (409, no cookie), since the new
+//! session's cookie would overwrite the rotated one and silently log the user out. That
+//! holds for requests that arrived before the rotation or up to the *rotation grace* after
+//! it. A request that arrives later with the old ID comes from a client that never got
+//! the new one (its response was lost): it is served a new session instead, rather than
+//! refused until the store forgets the rotation
+//! ([`ROTATION_TOMBSTONE`](crate::store::ROTATION_TOMBSTONE), 5 minutes).
 //!
 //! ## Changing the timeouts
 //! The timeouts in force are the ones configured now, not the ones a session was stored
@@ -93,6 +105,8 @@ pub(crate) struct Config {
     /// `None` until set: then a thirtieth of the idle timeout in force.
     pub(crate) refresh_step: Option<Duration>,
     pub(crate) store_timeout: Option<std::time::Duration>,
+    /// See the module docs, "Requests that race a rotation".
+    pub(crate) rotation_grace: Duration,
     pub(crate) error_handler: Option<ErrorHandler>,
     pub(crate) event_sink: EventSink,
 }
@@ -119,6 +133,7 @@ impl Default for Config {
             },
             refresh_step: None,
             store_timeout: Some(std::time::Duration::from_secs(5)),
+            rotation_grace: Duration::seconds(10),
             error_handler: None,
             event_sink: Arc::new(log_event),
         }
@@ -182,6 +197,9 @@ impl Config {
         }
         if self.refresh_step.is_some_and(|step| step.is_negative()) {
             return Err(Error::config("the idle refresh step cannot be negative"));
+        }
+        if self.rotation_grace.is_negative() {
+            return Err(Error::config("the rotation grace cannot be negative"));
         }
         Ok(())
     }

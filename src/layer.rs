@@ -190,6 +190,18 @@ impl SessionLayer {
         self
     }
 
+    /// How long after a rotation a request arriving with the old ID is still taken for one
+    /// the client sent before it got the new ID, and refused (409) rather than given a new
+    /// session whose cookie would overwrite the rotated one (default 10 seconds). A request
+    /// arriving later is served a new session: its client evidently lost the response that
+    /// carried the new ID. Grace beyond
+    /// [`ROTATION_TOMBSTONE`](crate::store::ROTATION_TOMBSTONE) changes nothing. See
+    /// [`config`](crate::config#requests-that-race-a-rotation).
+    pub fn with_rotation_grace(mut self, grace: Duration) -> Self {
+        self.config_mut().rotation_grace = grace;
+        self
+    }
+
     /// How long any one store call may take before the request fails with a 503
     /// (default 5 seconds).
     pub fn with_store_timeout(mut self, timeout: std::time::Duration) -> Self {

@@ -35,6 +35,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
 
 use http::HeaderValue;
 use serde::de::DeserializeOwned;
@@ -99,6 +100,8 @@ struct Shared {
     incoming: OnceLock<Option<Id>>,
     transport: Transport,
     client: ClientMeta,
+    /// When the layer received the request (see [`Session::refuse_if_rotated_away`]).
+    arrived: SystemTime,
     /// [`UNTOUCHED`], [`TOUCHED`] or [`CLOSED`].
     used: AtomicU8,
     state: Mutex<State>,
@@ -174,6 +177,7 @@ impl Session {
                 incoming: OnceLock::new(),
                 transport,
                 client,
+                arrived: SystemTime::now(),
                 used: AtomicU8::new(UNTOUCHED),
                 state: Mutex::new(State::default()),
             }),
@@ -638,6 +642,13 @@ impl Session {
                 // have ended it first).
                 if self.call(store.delete(&old)).await? {
                     self.emit(SessionEvent::LoggedOut { key: old });
+                } else if self.call(store.rotated_at(&old)).await?.is_some() {
+                    // Another request rotated the session (a login, say) after this one
+                    // loaded it: it lives on under an ID this request cannot reach. A 200
+                    // would claim a logout that ended nothing, and its removal cookie could
+                    // overwrite the rotated one. Refused: the client, which holds the new
+                    // ID by now, can log out again.
+                    return Err(Error::session_ended());
                 }
                 destroyed = true;
             }
@@ -718,15 +729,19 @@ impl Session {
     /// A request that was in flight while its session was rotated arrives with the old ID,
     /// finds nothing, and would start a new session whose cookie overwrites the rotated
     /// one, silently logging the user out. The store's rotation tombstone tells it apart
-    /// from an ID that is merely unknown or expired: such a request is refused instead.
+    /// from an ID that is merely unknown or expired: such a request is refused instead, if
+    /// it arrived before the rotation or within the rotation grace after it. One arriving
+    /// later comes from a client that never got the new ID: it gets a new session, rather
+    /// than a 409 on every try until the tombstone expires.
     async fn refuse_if_rotated_away(&self) -> Result<(), Error> {
         let Some(incoming) = self.incoming() else {
             return Ok(());
         };
-        if self
-            .call(self.store().rotated_away(&incoming.hash()))
-            .await?
-        {
+        let Some(rotated) = self.call(self.store().rotated_at(&incoming.hash())).await? else {
+            return Ok(());
+        };
+        let arrived = OffsetDateTime::from(self.shared.arrived);
+        if rotated > arrived - self.shared.config.rotation_grace {
             return Err(Error::session_ended());
         }
         Ok(())

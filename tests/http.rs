@@ -16,7 +16,7 @@ use common::{get, send, Fault, Instrumented};
 use http::{Request, StatusCode};
 use serde_json::json;
 use sessionware::{
-    ErrorKind, Id, MemoryStore, Record, SameSite, Session, SessionLayer, SessionStore,
+    Delta, ErrorKind, Id, MemoryStore, Record, SameSite, Session, SessionLayer, SessionStore,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -542,6 +542,108 @@ async fn a_refresh_that_finds_its_session_rotated_away_sends_no_cookie() {
         reply.set_cookie("id"),
         None,
         "the dead ID's cookie would overwrite the rotated one"
+    );
+}
+
+/// A logout that finds its session rotated away (a login in another tab moved it) ended
+/// nothing: the session lives on under its new ID. It is refused, with no removal cookie
+/// that could overwrite the new one, and the client's retry with the new ID ends it.
+#[tokio::test]
+async fn a_logout_that_finds_its_session_rotated_away_is_a_409_and_its_retry_ends_it() {
+    let store = store();
+    let app = app(&store);
+    let id = new_session(&app).await;
+    let rotated_to = Id::random().unwrap();
+    let to = rotated_to.hash();
+    let store_behind = store.clone();
+    let racing = race_router(
+        SessionLayer::new(store.clone()),
+        move |session: Session| async move {
+            session.get::<String>("seed").await?;
+            let key = session.info().await?.unwrap().key;
+            let mut login = Delta::default();
+            login.user_id = Some(Some("ann".to_owned()));
+            assert!(store_behind.inner.rotate(&key, &to, &login).await?);
+            session.logout().await.map(|_| "bye")
+        },
+    );
+    let reply = send(&racing, get("/race", Some(&id))).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
+    assert_eq!(
+        reply.set_cookie("id"),
+        None,
+        "a removal cookie could overwrite the rotated one"
+    );
+    let survivor = store.inner.load(&to).await.unwrap();
+    assert_eq!(survivor.unwrap().user_id.as_deref(), Some("ann"));
+    let retry = send(&app, get("/logout", Some(&rotated_to.expose_secret()))).await;
+    assert_eq!(retry.status, StatusCode::OK, "{}", retry.body);
+    assert_cookie_removed(&retry);
+    assert!(
+        store.inner.load(&to).await.unwrap().is_none(),
+        "still alive"
+    );
+}
+
+/// A request that arrived before its session was rotated away, and would start a new
+/// session, is refused however small the grace: its client may not have the new ID yet.
+#[tokio::test]
+async fn a_request_that_arrived_before_a_rotation_cannot_start_a_session_over_it() {
+    let store = store();
+    let app = app(&store);
+    let id = new_session(&app).await;
+    let key = hash(&id);
+    let store_behind = store.clone();
+    let layer = SessionLayer::new(store.clone()).with_rotation_grace(Duration::ZERO);
+    let racing = race_router(layer, move |session: Session| async move {
+        // Before this handler touches its session, another request rotates it.
+        let to = Id::random()?.hash();
+        assert!(
+            store_behind
+                .inner
+                .rotate(&key, &to, &Delta::default())
+                .await?
+        );
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+        session.insert("late", "write").await.map(|_| "saved")
+    });
+    let reply = send(&racing, get("/race", Some(&id))).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
+    assert_eq!(
+        reply.set_cookie("id"),
+        None,
+        "it would overwrite the rotated cookie"
+    );
+}
+
+/// A client whose login response was lost still holds the old ID. Within the rotation
+/// grace its requests are refused, as if in flight during the rotation; after it, they
+/// start a new session instead of a 409 on every try until the store forgets the rotation.
+#[tokio::test]
+async fn a_client_that_lost_its_rotated_id_gets_a_new_session_after_the_grace() {
+    let store = store();
+    let layer = SessionLayer::new(store.clone()).with_rotation_grace(Duration::milliseconds(300));
+    let app = app_with(layer);
+    let id = new_session(&app).await;
+    let rotated_to = Id::random().unwrap().hash();
+    assert!(store
+        .inner
+        .rotate(&hash(&id), &rotated_to, &Delta::default())
+        .await
+        .unwrap());
+    let early = send(&app, get("/set/k/v", Some(&id))).await;
+    assert_eq!(early.status, StatusCode::CONFLICT, "{}", early.body);
+    assert_eq!(early.set_cookie("id"), None);
+    tokio::time::sleep(StdDuration::from_millis(400)).await;
+    let late = send(&app, get("/set/k/v", Some(&id))).await;
+    assert_eq!(late.status, StatusCode::OK, "{}", late.body);
+    let fresh = late.cookie("id").expect("a new session's cookie");
+    assert_ne!(fresh, id, "the dead ID was adopted");
+    let record = store.inner.load(&hash(&fresh)).await.unwrap().unwrap();
+    assert_eq!(record.data["k"], "v");
+    assert!(
+        store.inner.load(&rotated_to).await.unwrap().is_some(),
+        "the rotated session is untouched"
     );
 }
 

@@ -480,7 +480,7 @@ async fn cleanup_removes_expired_rotation_tombstones_and_keeps_fresh_ones() {
         .await
         .unwrap();
     store.delete_expired_batch(100).await.unwrap();
-    assert!(!store.rotated_away(&stale).await.unwrap());
+    assert!(store.rotated_at(&stale).await.unwrap().is_none());
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM sessionware_sessions_rotated")
         .fetch_one(store.pool())
         .await
@@ -490,7 +490,7 @@ async fn cleanup_removes_expired_rotation_tombstones_and_keeps_fresh_ones() {
         "the expired tombstone stays, or the fresh one went"
     );
     assert!(
-        store.rotated_away(&from).await.unwrap(),
+        store.rotated_at(&from).await.unwrap().is_some(),
         "the fresh tombstone went"
     );
 }

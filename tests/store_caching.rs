@@ -359,9 +359,9 @@ impl SessionStore for Flaky {
         self.check().await?;
         self.inner.rotate(from, to, delta).await
     }
-    async fn rotated_away(&self, key: &IdHash) -> Result<bool, Error> {
+    async fn rotated_at(&self, key: &IdHash) -> Result<Option<OffsetDateTime>, Error> {
         self.check().await?;
-        self.inner.rotated_away(key).await
+        self.inner.rotated_at(key).await
     }
     async fn delete(&self, key: &IdHash) -> Result<bool, Error> {
         self.check().await?;

@@ -123,7 +123,7 @@ async fn a_sessions_keys_share_one_slot_and_rotation_crosses_slots() {
     delta.user_id = Some(Some("bob".into()));
     assert!(store.rotate(&old, &new, &delta).await.unwrap());
     assert!(store.load(&old).await.unwrap().is_none());
-    assert!(store.rotated_away(&old).await.unwrap());
+    assert!(store.rotated_at(&old).await.unwrap().is_some());
     let moved = store.load(&new).await.unwrap().expect("under the new key");
     assert_eq!(moved.data["cart"], json!([1, 2]));
     assert_eq!(moved.user_id.as_deref(), Some("bob"));
@@ -236,7 +236,7 @@ async fn a_rotation_whose_user_is_revoked_between_its_steps_cannot_finish() {
         .unwrap();
     assert!(mark.is_some(), "the new key is marked");
     assert!(
-        !store.rotated_away(&to).await.unwrap(),
+        store.rotated_at(&to).await.unwrap().is_none(),
         "a revocation's mark is not a rotation"
     );
 
@@ -251,7 +251,7 @@ async fn a_rotation_whose_user_is_revoked_between_its_steps_cannot_finish() {
     assert!(store.load(&to).await.unwrap().is_none());
     assert!(store.load(&late).await.unwrap().is_none());
     assert!(
-        !store.rotated_away(&late).await.unwrap(),
+        store.rotated_at(&late).await.unwrap().is_none(),
         "the client keeps the old ID: with the session over, it must not get 409s"
     );
     assert!(store.list_user("ivy").await.unwrap().is_empty());
@@ -267,7 +267,7 @@ async fn a_session_listed_under_both_keys_of_its_rotation_is_revoked_once() {
     assert_eq!(store.delete_user("ivy", None).await.unwrap(), 1);
     assert!(store.load(&to).await.unwrap().is_none());
     assert!(
-        !store.rotated_away(&to).await.unwrap(),
+        store.rotated_at(&to).await.unwrap().is_none(),
         "the ID the client holds would get 409s"
     );
 }

@@ -19,7 +19,7 @@
 //!   invalidation is done (the layer's store timeout, a client gone away), or whose backing
 //!   call fails with its fate unknown, has the invalidation finished in a task of its own.
 //! - **Counting and listing** (`list_user`, `count`, ...) and
-//!   [`rotated_away`](crate::SessionStore::rotated_away) always ask the backing store.
+//!   [`rotated_at`](crate::SessionStore::rotated_at) always ask the backing store.
 //!
 //! # When the cache is down
 //! A cache call that fails (an [`ErrorKind::StoreUnavailable`](crate::ErrorKind) or
@@ -564,8 +564,8 @@ impl<C: SessionStore + Clone, B: SessionStore + Clone> SessionStore for CachingS
         Ok(rotated)
     }
 
-    async fn rotated_away(&self, key: &IdHash) -> Result<bool, Error> {
-        self.backing.rotated_away(key).await
+    async fn rotated_at(&self, key: &IdHash) -> Result<Option<OffsetDateTime>, Error> {
+        self.backing.rotated_at(key).await
     }
 
     async fn delete(&self, key: &IdHash) -> Result<bool, Error> {

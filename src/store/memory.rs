@@ -443,10 +443,14 @@ impl SessionStore for MemoryStore {
         }
     }
 
-    async fn rotated_away(&self, key: &IdHash) -> Result<bool, Error> {
+    async fn rotated_at(&self, key: &IdHash) -> Result<Option<OffsetDateTime>, Error> {
         let now = OffsetDateTime::now_utc();
         let shard = self.inner.lock_shard(key);
-        Ok(shard.tombstones.get(key).is_some_and(|until| *until > now))
+        Ok(shard
+            .tombstones
+            .get(key)
+            .filter(|until| **until > now)
+            .map(|until| *until - ROTATION_TOMBSTONE))
     }
 
     async fn delete(&self, key: &IdHash) -> Result<bool, Error> {

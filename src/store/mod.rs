@@ -17,10 +17,12 @@
 //!   record out of the old key atomically first, so a concurrent request on the old key
 //!   fails closed rather than writing to a copy.)
 //! - **Rotation leaves a tombstone.** For [`ROTATION_TOMBSTONE`] after a rotation,
-//!   [`rotated_away`](SessionStore::rotated_away) reports the old key. The layer uses it
-//!   to refuse (409, no cookie) a write that arrives with the old ID from a request that
-//!   was in flight during the rotation, instead of starting a new session whose cookie
-//!   would overwrite the rotated one and silently log the user out.
+//!   [`rotated_at`](SessionStore::rotated_at) reports when the old key was rotated away.
+//!   The layer uses it to refuse (409, no cookie) a write that arrives with the old ID
+//!   from a request that was in flight during the rotation, instead of starting a new
+//!   session whose cookie would overwrite the rotated one and silently log the user out;
+//!   and a logout that finds the session rotated away, which would otherwise report the
+//!   end of a session that lives on under its new ID.
 //! - **Per-user operations use an index**, costing O(that user's sessions).
 //! - **Corrupt records are absent.** A record that cannot be decoded is logged and treated
 //!   as absent, never a panic.
@@ -53,7 +55,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use time::Duration;
+use time::{Duration, OffsetDateTime};
 
 use crate::error::Error;
 use crate::id::IdHash;
@@ -69,7 +71,7 @@ pub mod redis;
 pub mod sql;
 
 /// How long a store remembers that a key was rotated away (see
-/// [`SessionStore::rotated_away`]): longer than any request should be in flight.
+/// [`SessionStore::rotated_at`]): longer than any request should be in flight.
 pub const ROTATION_TOMBSTONE: Duration = Duration::minutes(5);
 
 /// How deeply a session value may nest arrays and objects (an array or object is one
@@ -169,11 +171,12 @@ pub trait SessionStore: Send + Sync + 'static {
     /// live record.
     async fn rotate(&self, from: &IdHash, to: &IdHash, delta: &Delta) -> Result<bool, Error>;
 
-    /// Whether `key` was moved away by [`rotate`](Self::rotate) within the last
-    /// [`ROTATION_TOMBSTONE`]. The tombstone must exist from the instant the record leaves
-    /// `key` (written in the same atomic step), must not be a session (it is never loaded,
-    /// listed or counted), and must expire by itself.
-    async fn rotated_away(&self, key: &IdHash) -> Result<bool, Error>;
+    /// When `key` was moved away by [`rotate`](Self::rotate), if that was within the last
+    /// [`ROTATION_TOMBSTONE`]; otherwise `None`. The tombstone must exist from the instant
+    /// the record leaves `key` (written in the same atomic step), must not be a session (it
+    /// is never loaded, listed or counted), and must expire by itself. The instant may be
+    /// off by the store's precision (a millisecond) and by the skew between clocks.
+    async fn rotated_at(&self, key: &IdHash) -> Result<Option<OffsetDateTime>, Error>;
 
     /// Deletes the record under `key`. Returns whether a live record was there.
     async fn delete(&self, key: &IdHash) -> Result<bool, Error>;
@@ -231,8 +234,8 @@ impl<T: SessionStore + ?Sized> SessionStore for Arc<T> {
     async fn rotate(&self, from: &IdHash, to: &IdHash, delta: &Delta) -> Result<bool, Error> {
         (**self).rotate(from, to, delta).await
     }
-    async fn rotated_away(&self, key: &IdHash) -> Result<bool, Error> {
-        (**self).rotated_away(key).await
+    async fn rotated_at(&self, key: &IdHash) -> Result<Option<OffsetDateTime>, Error> {
+        (**self).rotated_at(key).await
     }
     async fn delete(&self, key: &IdHash) -> Result<bool, Error> {
         (**self).delete(key).await

@@ -13,6 +13,7 @@ use axum::Router;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use sessionware::{Delta, Error, IdHash, Record, SessionInfo, SessionStore};
+use time::OffsetDateTime;
 use tower::ServiceExt;
 
 /// What the wrapped store does when called.
@@ -132,9 +133,9 @@ impl<S: SessionStore + Clone> SessionStore for Instrumented<S> {
         self.gate(&self.counts.rotates, true).await?;
         self.inner.rotate(from, to, delta).await
     }
-    async fn rotated_away(&self, key: &IdHash) -> Result<bool, Error> {
+    async fn rotated_at(&self, key: &IdHash) -> Result<Option<OffsetDateTime>, Error> {
         self.gate(&self.counts.others, false).await?;
-        self.inner.rotated_away(key).await
+        self.inner.rotated_at(key).await
     }
     async fn delete(&self, key: &IdHash) -> Result<bool, Error> {
         self.gate(&self.counts.deletes, true).await?;

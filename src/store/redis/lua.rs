@@ -296,11 +296,19 @@ end
 local stone = redis.pcall('GET', KEYS[2])
 if type(stone) == 'string' and string.len(stone) == 64 then return {2, stone} end
 if ARGV[5] == '1' and not stone then
-  -- 'revoked' is REVOCATION_MARK in mod.rs: rotated_away does not count it as a rotation.
+  -- 'revoked' is REVOCATION_MARK in mod.rs: rotated_at does not count it as a rotation.
   redis.call('SET', KEYS[2], 'revoked', 'PX', ARGV[6])
   return {3, false}
 end
 return {0, false}
+"#;
+
+/// `KEYS[1]` a rotation tombstone. Returns `{its value, its remaining lifetime (ms)}`, or
+/// an empty array if there is none (or the key holds another type), in one round trip.
+const ROTATED: &str = r#"
+local stone = redis.pcall('GET', KEYS[1])
+if type(stone) ~= 'string' then return {} end
+return {stone, redis.call('PTTL', KEYS[1])}
 "#;
 
 /// `KEYS[1]` the session, `ARGV[4]` its member name, `ARGV[5]` `'1'` to delete it only if
@@ -368,6 +376,7 @@ pub(super) struct Scripts {
     pub(super) rotate: redis::Script,
     pub(super) take: redis::Script,
     pub(super) revoke: redis::Script,
+    pub(super) rotated: redis::Script,
     pub(super) delete: redis::Script,
     pub(super) delete_user: redis::Script,
     pub(super) index: redis::Script,
@@ -385,19 +394,21 @@ impl Scripts {
             rotate: script(&[LIVE, SPREAD, INDEXES, APPLY_DELTA, ROTATE]),
             take: script(&[LIVE, TAKE]),
             revoke: script(&[LIVE, REVOKE]),
+            rotated: script(&[ROTATED]),
             delete: script(&[LIVE, INDEXES, DELETE]),
             delete_user: script(&[LIVE, INDEXES, DELETE_USER]),
             index: script(&[INDEXES, INDEX]),
         }
     }
 
-    pub(super) fn all(&self) -> [&redis::Script; 8] {
+    pub(super) fn all(&self) -> [&redis::Script; 9] {
         [
             &self.create,
             &self.apply,
             &self.rotate,
             &self.take,
             &self.revoke,
+            &self.rotated,
             &self.delete,
             &self.delete_user,
             &self.index,

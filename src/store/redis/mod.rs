@@ -23,7 +23,7 @@
 //! |---|---|---|---|
 //! | `P:s:{H}` | hash | one session, `H` the hex [`IdHash`] of its ID | the session's expiry |
 //! | `P:u:{USER}` | sorted set | the `H` of the user's sessions, scored by expiry (ms; on a cluster by absolute deadline) | its latest member's score |
-//! | `P:t:{H}` | string | a rotation tombstone: `H` was rotated away (see [`SessionStore::rotated_away`]); on a cluster it names the new key, or marks `H` as revoked before a rotation filed it | [`ROTATION_TOMBSTONE`] |
+//! | `P:t:{H}` | string | a rotation tombstone: `H` was rotated away (see [`SessionStore::rotated_at`]); on a cluster it names the new key, or marks `H` as revoked before a rotation filed it | [`ROTATION_TOMBSTONE`] |
 //! | `P:all` | sorted set | the `H` of every session, scored by expiry (ms), for [`count`](SessionStore::count) | its latest member's expiry |
 //!
 //! The hash's fields: `d:<key>` holds the JSON of each data key; `m` the created, last
@@ -703,11 +703,24 @@ impl SessionStore for RedisStore {
 
     /// A revocation's mark on a key (cluster only) is not a rotation: a client holding that
     /// ID lost its session to the revocation, and may start a new one.
-    async fn rotated_away(&self, key: &IdHash) -> Result<bool, Error> {
-        let mut cmd = redis::cmd("GET");
-        cmd.arg(self.tombstone_key(key));
-        let stone: Option<String> = self.query(&cmd).await?;
-        Ok(stone.is_some_and(|stone| stone != REVOCATION_MARK))
+    /// The rotation's instant is read off the tombstone's remaining lifetime, which Redis
+    /// counts down by its own clock: no clock of another server is compared.
+    async fn rotated_at(&self, key: &IdHash) -> Result<Option<OffsetDateTime>, Error> {
+        let now = OffsetDateTime::now_utc();
+        let stone_key = self.tombstone_key(key);
+        let cmd = self.script(&self.scripts.rotated, &[&stone_key], unix_millis(now));
+        let reply: Vec<Value> = self.query(&cmd).await?;
+        let [stone, left] = <[Value; 2]>::try_from(reply).unwrap_or([Value::Nil, Value::Nil]);
+        let stone: Option<String> = redis::from_redis_value(stone).map_err(Error::store)?;
+        let left: Option<i64> = redis::from_redis_value(left).map_err(Error::store)?;
+        match (stone, left) {
+            (Some(stone), Some(left)) if stone != REVOCATION_MARK && left >= 0 => {
+                let age = time::Duration::milliseconds(tombstone_ms().saturating_sub(left));
+                Ok(Some(now - age))
+            }
+            // No tombstone, a revocation's mark, or none of ours (no TTL).
+            _ => Ok(None),
+        }
     }
 
     async fn delete(&self, key: &IdHash) -> Result<bool, Error> {

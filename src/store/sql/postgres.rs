@@ -555,16 +555,20 @@ impl SessionStore for PostgresStore {
         self.update(from, Some(to), delta).await
     }
 
-    async fn rotated_away(&self, key: &IdHash) -> Result<bool, Error> {
-        sqlx::query_scalar(&format!(
-            "SELECT EXISTS (SELECT 1 FROM {} WHERE key = $1 AND until > $2)",
+    async fn rotated_at(&self, key: &IdHash) -> Result<Option<OffsetDateTime>, Error> {
+        let row = sqlx::query(&format!(
+            "SELECT until FROM {} WHERE key = $1 AND until > $2",
             self.table.rotated()
         ))
         .bind(key.as_bytes().as_slice())
         .bind(OffsetDateTime::now_utc())
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await
-        .map_err(sql_error)
+        .map_err(sql_error)?;
+        // A tombstone out of a Rust date's range is a corrupt row: no rotation known.
+        Ok(row
+            .and_then(|row| instant(&row, "until").ok())
+            .map(|until| until - ROTATION_TOMBSTONE))
     }
 
     async fn delete(&self, key: &IdHash) -> Result<bool, Error> {

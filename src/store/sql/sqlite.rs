@@ -547,16 +547,20 @@ impl SessionStore for SqliteStore {
         Ok(true)
     }
 
-    async fn rotated_away(&self, key: &IdHash) -> Result<bool, Error> {
-        sqlx::query_scalar(&format!(
-            "SELECT EXISTS (SELECT 1 FROM {} WHERE key = ? AND until > ?)",
+    async fn rotated_at(&self, key: &IdHash) -> Result<Option<OffsetDateTime>, Error> {
+        let until: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT until FROM {} WHERE key = ? AND until > ?",
             self.table.rotated()
         ))
         .bind(key.as_bytes().as_slice())
         .bind(now_millis())
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await
-        .map_err(sql_error)
+        .map_err(sql_error)?;
+        // A tombstone whose time is out of range is a corrupt row: no rotation known.
+        Ok(until
+            .and_then(from_unix_millis)
+            .map(|until| until - ROTATION_TOMBSTONE))
     }
 
     async fn delete(&self, key: &IdHash) -> Result<bool, Error> {
