@@ -741,7 +741,11 @@ impl Session {
             return Ok(());
         };
         let arrived = OffsetDateTime::from(self.shared.arrived);
-        if rotated > arrived - self.shared.config.rotation_grace {
+        // A grace reaching past the earliest date there is refuses every such request.
+        let refused = arrived
+            .checked_sub(self.shared.config.rotation_grace)
+            .is_none_or(|since| rotated > since);
+        if refused {
             return Err(Error::session_ended());
         }
         Ok(())

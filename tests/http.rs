@@ -619,9 +619,13 @@ async fn a_request_that_arrived_before_a_rotation_cannot_start_a_session_over_it
 /// A client whose login response was lost still holds the old ID. Within the rotation
 /// grace its requests are refused, as if in flight during the rotation; after it, they
 /// start a new session instead of a 409 on every try until the store forgets the rotation.
+/// (Two layers over one store: a long grace for the request within it, so that a slow
+/// machine cannot push that request past it.)
 #[tokio::test]
 async fn a_client_that_lost_its_rotated_id_gets_a_new_session_after_the_grace() {
     let store = store();
+    let patient =
+        app_with(SessionLayer::new(store.clone()).with_rotation_grace(Duration::minutes(1)));
     let layer = SessionLayer::new(store.clone()).with_rotation_grace(Duration::milliseconds(300));
     let app = app_with(layer);
     let id = new_session(&app).await;
@@ -631,9 +635,13 @@ async fn a_client_that_lost_its_rotated_id_gets_a_new_session_after_the_grace() 
         .rotate(&hash(&id), &rotated_to, &Delta::default())
         .await
         .unwrap());
-    let early = send(&app, get("/set/k/v", Some(&id))).await;
+    let early = send(&patient, get("/set/k/v", Some(&id))).await;
     assert_eq!(early.status, StatusCode::CONFLICT, "{}", early.body);
     assert_eq!(early.set_cookie("id"), None);
+    // A grace reaching past the earliest date there is refuses too (and does not panic).
+    let forever = app_with(SessionLayer::new(store.clone()).with_rotation_grace(Duration::MAX));
+    let refused = send(&forever, get("/set/k/v", Some(&id))).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
     tokio::time::sleep(StdDuration::from_millis(400)).await;
     let late = send(&app, get("/set/k/v", Some(&id))).await;
     assert_eq!(late.status, StatusCode::OK, "{}", late.body);

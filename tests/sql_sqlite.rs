@@ -96,6 +96,20 @@ async fn a_database_locked_past_the_busy_timeout_is_unavailable() {
         .expect("release the lock");
 }
 
+/// A tombstone row whose time is not an integer is corrupt: it dates no rotation, and is
+/// no error (which every request carrying that ID would otherwise get).
+#[tokio::test]
+async fn a_corrupt_tombstone_dates_no_rotation() {
+    let store = store().await;
+    let key = key();
+    sqlx::query("INSERT INTO sessionware_sessions_rotated (key, until) VALUES (?, 'garbage')")
+        .bind(key.as_bytes().as_slice())
+        .execute(store.pool())
+        .await
+        .expect("insert a corrupt tombstone");
+    assert_eq!(store.rotated_at(&key).await.unwrap(), None);
+}
+
 #[tokio::test]
 async fn open_sets_wal_mode_and_a_busy_timeout() {
     let store = store().await;

@@ -340,6 +340,37 @@ fn future_times(flaw: &str) -> String {
     }
 }
 
+/// A tombstone that is not one of ours (another type, no TTL, or a TTL longer than any
+/// tombstone lives) dates no rotation, and is no error; a real one still does.
+#[tokio::test]
+async fn foreign_tombstones_date_no_rotation() {
+    let (store, mut conn) = fresh().await;
+    let stone = |key: &IdHash| format!("{}:t:{{{key}}}", store.prefix());
+    let keys: Vec<IdHash> = (0..3).map(|_| Id::random().unwrap().hash()).collect();
+    let _: () = conn.hset(stone(&keys[0]), "f", "v").await.unwrap();
+    let _: () = conn.set(stone(&keys[1]), "1").await.unwrap();
+    // Longer than 8,000 years: an instant that far back is past what a date can hold.
+    let _: () = redis::cmd("SET")
+        .arg(stone(&keys[2]))
+        .arg("1")
+        .arg("PX")
+        .arg(300_000_000_000_000_i64)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for key in &keys {
+        assert_eq!(store.rotated_at(key).await.unwrap(), None, "{}", stone(key));
+    }
+    let old = Id::random().unwrap().hash();
+    assert!(store
+        .create(&old, &record(None, Duration::hours(1)))
+        .await
+        .unwrap());
+    let new = Id::random().unwrap().hash();
+    assert!(store.rotate(&old, &new, &Delta::default()).await.unwrap());
+    assert!(store.rotated_at(&old).await.unwrap().is_some());
+}
+
 #[tokio::test]
 async fn a_request_with_a_corrupt_session_gets_a_new_one() {
     let (store, mut conn) = fresh().await;

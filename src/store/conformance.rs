@@ -552,10 +552,12 @@ pub async fn rotation_leaves_a_tombstone_that_is_not_a_session<H: Harness>(harne
     let before = OffsetDateTime::now_utc();
     assert!(store.rotate(&old, &new, &Delta::default()).await.unwrap());
     let after = OffsetDateTime::now_utc();
-    // Stores keep milliseconds, and Redis tells the time from a countdown: a second's
-    // slack, far from the tombstone's lifetime, which a store reporting its expiry instead
-    // would be off by.
-    let slack = Duration::seconds(1);
+    // Asked a while later, so that a store answering with the time of the question, not
+    // of the rotation, fails. Stores keep milliseconds, and Redis tells the time from a
+    // countdown, after a round trip: a quarter second's slack, far from the tombstone's
+    // lifetime, which a store reporting its expiry instead would be off by.
+    tokio::time::sleep(StdDuration::from_millis(1200)).await;
+    let slack = Duration::milliseconds(250);
     for (name, store) in [("store", &store), ("twin", &twin)] {
         let rotated = store.rotated_at(&old).await.unwrap();
         let rotated = rotated.unwrap_or_else(|| panic!("{name}: no tombstone after rotation"));

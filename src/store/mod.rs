@@ -175,7 +175,8 @@ pub trait SessionStore: Send + Sync + 'static {
     /// [`ROTATION_TOMBSTONE`]; otherwise `None`. The tombstone must exist from the instant
     /// the record leaves `key` (written in the same atomic step), must not be a session (it
     /// is never loaded, listed or counted), and must expire by itself. The instant may be
-    /// off by the store's precision (a millisecond) and by the skew between clocks.
+    /// off by the store's precision (a millisecond), the skew between clocks, or a round
+    /// trip to the store; where it must guess, it should guess late.
     async fn rotated_at(&self, key: &IdHash) -> Result<Option<OffsetDateTime>, Error>;
 
     /// Deletes the record under `key`. Returns whether a live record was there.

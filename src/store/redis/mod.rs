@@ -706,19 +706,24 @@ impl SessionStore for RedisStore {
     /// The rotation's instant is read off the tombstone's remaining lifetime, which Redis
     /// counts down by its own clock: no clock of another server is compared.
     async fn rotated_at(&self, key: &IdHash) -> Result<Option<OffsetDateTime>, Error> {
-        let now = OffsetDateTime::now_utc();
         let stone_key = self.tombstone_key(key);
-        let cmd = self.script(&self.scripts.rotated, &[&stone_key], unix_millis(now));
+        let cmd = self.script(&self.scripts.rotated, &[&stone_key], now_ms());
         let reply: Vec<Value> = self.query(&cmd).await?;
+        // The clock is read after the reply: the instant then errs late, by the reply's
+        // way back, which refuses more rather than fewer requests racing the rotation.
+        let now = OffsetDateTime::now_utc();
         let [stone, left] = <[Value; 2]>::try_from(reply).unwrap_or([Value::Nil, Value::Nil]);
         let stone: Option<String> = redis::from_redis_value(stone).map_err(Error::store)?;
         let left: Option<i64> = redis::from_redis_value(left).map_err(Error::store)?;
         match (stone, left) {
-            (Some(stone), Some(left)) if stone != REVOCATION_MARK && left >= 0 => {
-                let age = time::Duration::milliseconds(tombstone_ms().saturating_sub(left));
-                Ok(Some(now - age))
+            (Some(stone), Some(left))
+                if stone != REVOCATION_MARK && (0..=tombstone_ms()).contains(&left) =>
+            {
+                Ok(Some(
+                    now - time::Duration::milliseconds(tombstone_ms() - left),
+                ))
             }
-            // No tombstone, a revocation's mark, or none of ours (no TTL).
+            // No tombstone, a revocation's mark, or none of ours (no TTL, or a longer one).
             _ => Ok(None),
         }
     }

@@ -565,10 +565,18 @@ impl SessionStore for PostgresStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(sql_error)?;
-        // A tombstone out of a Rust date's range is a corrupt row: no rotation known.
-        Ok(row
-            .and_then(|row| instant(&row, "until").ok())
-            .map(|until| until - ROTATION_TOMBSTONE))
+        let Some(row) = row else { return Ok(None) };
+        match instant(&row, "until") {
+            Ok(until) => Ok(Some(until - ROTATION_TOMBSTONE)),
+            Err(problem) => {
+                tracing::warn!(
+                    table = self.table.rotated(),
+                    problem,
+                    "corrupt rotation tombstone: no rotation known"
+                );
+                Ok(None)
+            }
+        }
     }
 
     async fn delete(&self, key: &IdHash) -> Result<bool, Error> {

@@ -549,7 +549,7 @@ impl SessionStore for SqliteStore {
 
     async fn rotated_at(&self, key: &IdHash) -> Result<Option<OffsetDateTime>, Error> {
         let until: Option<i64> = sqlx::query_scalar(&format!(
-            "SELECT until FROM {} WHERE key = ? AND until > ?",
+            "SELECT until FROM {} WHERE key = ? AND typeof(until) = 'integer' AND until > ?",
             self.table.rotated()
         ))
         .bind(key.as_bytes().as_slice())
@@ -557,7 +557,8 @@ impl SessionStore for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(sql_error)?;
-        // A tombstone whose time is out of range is a corrupt row: no rotation known.
+        // A tombstone whose time is not an integer, or out of range, is a corrupt row: no
+        // rotation known.
         Ok(until
             .and_then(from_unix_millis)
             .map(|until| until - ROTATION_TOMBSTONE))
