@@ -203,6 +203,8 @@ pub(crate) fn sql_error(err: sqlx::Error) -> Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Engine {
     Postgres,
+    // Without the `sqlite` feature no SQLite error can arrive.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     Sqlite,
 }
 
