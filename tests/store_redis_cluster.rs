@@ -195,6 +195,28 @@ async fn rotation_in_flight(store: &RedisStore, user: &str, filed: bool) -> (IdH
     (from, to)
 }
 
+/// A session the rotation's first script takes as live (it judges by the `m` field) but
+/// the client cannot read (here a data field that is not JSON; or one that expired on the
+/// way back) has ended: the rotation reports nothing moved and leaves no tombstone, which
+/// would refuse the client's next requests for a rotation that never happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_that_takes_an_unreadable_session_leaves_no_tombstone() {
+    let store = support::cluster_store(&support::unique_prefix("unreadable")).await;
+    let (from, to) = (Id::random().unwrap().hash(), Id::random().unwrap().hash());
+    assert!(store.create(&from, &record("una")).await.unwrap());
+    let mut conn = raw_cluster().await;
+    let _: i64 = redis::cmd("HSET")
+        .arg(format!("{}:s:{{{from}}}", store.prefix()))
+        .arg("d:broken")
+        .arg("{not json")
+        .query_async(&mut conn)
+        .await
+        .expect("raw HSET");
+    assert!(!store.rotate(&from, &to, &Delta::default()).await.unwrap());
+    assert_eq!(store.rotated_at(&from).await.unwrap(), None);
+    assert!(store.load(&to).await.unwrap().is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_follows_a_rotation_filed_but_not_yet_indexed() {
     let store = support::cluster_store(&support::unique_prefix("chase")).await;

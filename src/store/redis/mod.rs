@@ -476,8 +476,16 @@ impl RedisStore {
         let keys = [&*self.session_key(from), &*self.tombstone_key(from)];
         let mut take = self.script(&self.scripts.take, &keys, now);
         take.arg(tombstone_ms()).arg(to.to_string());
-        let taken: Value = self.query(&take).await?;
-        let Some(mut record) = self.live_record(from, pairs(taken)) else {
+        let taken = pairs(self.query(&take).await?);
+        let took = taken.as_ref().is_some_and(|fields| !fields.is_empty());
+        let Some(mut record) = self.live_record(from, taken) else {
+            if took {
+                // The script found the session live and took it out, but it is not: it
+                // expired on the way back (the script judged by the time sent with it), or
+                // it is corrupt. The session is over, so its tombstone goes too, or the
+                // client's next requests would be refused for a rotation that never was.
+                self.drop_tombstone(from).await?;
+            }
             return Ok(false);
         };
         let owner = record.user_id.clone();
@@ -492,10 +500,8 @@ impl RedisStore {
             Ok(Filing::Revoked) => {
                 // Its user was revoked while it moved: the session has ended. The client
                 // keeps the old ID, whose tombstone would answer its next requests with a
-                // 409 for minutes: with the session over, it goes, so they start afresh.
-                let mut unstone = redis::cmd("DEL");
-                unstone.arg(self.tombstone_key(from));
-                self.query::<i64>(&unstone).await?;
+                // 409: with the session over, it goes, so they start afresh.
+                self.drop_tombstone(from).await?;
                 self.fix_indexes(unindex_old).await?;
                 Ok(false)
             }
@@ -512,6 +518,13 @@ impl RedisStore {
                 }
             }
         }
+    }
+
+    /// Forgets that `key` was rotated away (its session ended instead).
+    async fn drop_tombstone(&self, key: &IdHash) -> Result<(), Error> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.tombstone_key(key));
+        self.query::<i64>(&cmd).await.map(drop)
     }
 
     /// Removes the entries of `gone` (keys whose records were found missing) from the
