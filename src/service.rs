@@ -271,6 +271,12 @@ pub(crate) enum RawId {
 }
 
 impl RawId {
+    /// Whether an ID could be read from it: not when nothing was sent, nor when the session
+    /// header came more than once.
+    pub(crate) fn may_hold_an_id(&self) -> bool {
+        !matches!(self, RawId::Absent | RawId::Ambiguous)
+    }
+
     /// Captures what the request carries, and how the client wants its ID back.
     ///
     /// A request that sends the session header (even empty) is a header client; all others

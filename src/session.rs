@@ -100,8 +100,9 @@ struct Shared {
     incoming: OnceLock<Option<Id>>,
     transport: Transport,
     client: ClientMeta,
-    /// When the layer received the request (see [`Session::refuse_if_rotated_away`]).
-    arrived: SystemTime,
+    /// When the layer received the request (see [`Session::refuse_if_rotated_away`]); only
+    /// read off the clock when the request may carry an ID, the one case that needs it.
+    arrived: Option<SystemTime>,
     /// [`UNTOUCHED`], [`TOUCHED`] or [`CLOSED`].
     used: AtomicU8,
     state: Mutex<State>,
@@ -169,6 +170,7 @@ impl Session {
         transport: Transport,
         client: ClientMeta,
     ) -> Self {
+        let arrived = raw_id.may_hold_an_id().then(SystemTime::now);
         Self {
             shared: Arc::new(Shared {
                 store,
@@ -177,7 +179,7 @@ impl Session {
                 incoming: OnceLock::new(),
                 transport,
                 client,
-                arrived: SystemTime::now(),
+                arrived,
                 used: AtomicU8::new(UNTOUCHED),
                 state: Mutex::new(State::default()),
             }),
@@ -734,13 +736,13 @@ impl Session {
     /// later comes from a client that never got the new ID: it gets a new session, rather
     /// than a 409 on every try until the tombstone expires.
     async fn refuse_if_rotated_away(&self) -> Result<(), Error> {
-        let Some(incoming) = self.incoming() else {
+        let (Some(incoming), Some(arrived)) = (self.incoming(), self.shared.arrived) else {
             return Ok(());
         };
         let Some(rotated) = self.call(self.store().rotated_at(&incoming.hash())).await? else {
             return Ok(());
         };
-        let arrived = OffsetDateTime::from(self.shared.arrived);
+        let arrived = OffsetDateTime::from(arrived);
         // A grace reaching past the earliest date there is refuses every such request.
         let refused = arrived
             .checked_sub(self.shared.config.rotation_grace)
